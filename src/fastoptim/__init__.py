@@ -1,0 +1,31 @@
+"""fastoptim: the course's optimizer updates (gradient descent, momentum, Adam)
+over dicts of NumPy arrays, fused in one pass, in place, in C.
+
+fastoptim.BACKEND is "c" (the compiled extension) or "numpy" (the fallback);
+see _backend for how it is chosen.
+"""
+from ._backend import BACKEND
+from .course import (
+    initialize_adam,
+    initialize_velocity,
+    random_mini_batches,
+    update_parameters_with_adam,
+    update_parameters_with_gd,
+    update_parameters_with_momentum,
+)
+from ._config import get_num_threads, set_num_threads, show_config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND",
+    "get_num_threads",
+    "initialize_adam",
+    "initialize_velocity",
+    "random_mini_batches",
+    "set_num_threads",
+    "show_config",
+    "update_parameters_with_adam",
+    "update_parameters_with_gd",
+    "update_parameters_with_momentum",
+]

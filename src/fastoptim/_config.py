@@ -1,0 +1,50 @@
+"""Build and run-time configuration: threads, instruction set, compiler."""
+import platform
+
+import numpy as np
+
+from ._backend import BACKEND, impl
+
+try:
+    from . import _core
+except ImportError:
+    _core = None
+
+
+def set_num_threads(n):
+    """Threads for the C kernels; n <= 0 (or None) follows OpenMP's default
+    (OMP_NUM_THREADS, or threadpoolctl's limit)."""
+    if _core is not None:
+        _core.set_num_threads(0 if n is None else int(n))
+
+
+def get_num_threads():
+    """Threads a large C update uses (1 without OpenMP or the extension)."""
+    return _core.get_num_threads() if _core is not None else 1
+
+
+def config():
+    """The configuration as a dict."""
+    info = {
+        "backend": BACKEND,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "extension": _core is not None,
+    }
+    if _core is not None:
+        info.update(
+            isa_in_use=_core.isa_in_use(),
+            isa_available=_core.isa_supported(),
+            threads=_core.get_num_threads(),
+            **_core.build_info(),
+        )
+    return info
+
+
+def show_config():
+    """Print the backend, instruction set, threads and build flags."""
+    for key, value in config().items():
+        if isinstance(value, list):
+            value = ", ".join(value)
+        print(f"{key:>20}: {value}")

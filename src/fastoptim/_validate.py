@@ -1,0 +1,191 @@
+"""Argument checks shared by every backend.
+
+Everything is checked before anything is written: a bad input raises an error
+that names the key or argument, and no array changes.
+"""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+try:
+    from numpy.lib.array_utils import byte_bounds
+except ImportError:  # NumPy < 2.0
+    from numpy import byte_bounds
+
+
+def learning_rate(value, name="learning_rate"):
+    x = _real(value, name)
+    if not (math.isfinite(x) and x >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return x
+
+
+def beta(value, name):
+    x = _real(value, name)
+    if not 0.0 <= x < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return x
+
+
+def epsilon(value, name="epsilon"):
+    x = _real(value, name)
+    if not x >= 0.0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return x
+
+
+def step(value, name="t"):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        t = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if t < 1:
+        raise ValueError(f"{name} must be >= 1 (Adam counts steps from 1), got {t}")
+    return t
+
+
+def _real(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def check_dict(name, d):
+    if not isinstance(d, dict):
+        raise TypeError(f"{name} must be a dict, got {type(d).__name__}")
+
+
+def parameter(label, a):
+    """A parameter (or any array to be updated): a floating ndarray."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype.kind != "f":
+        raise TypeError(
+            f"{label} has dtype {a.dtype}; fastoptim updates real floating-point arrays only"
+        )
+
+
+def gather(parameters, grads, states=()):
+    """Check a whole call and return its arrays: a list of (p, g, [state...]).
+
+    `states` is a sequence of (name, dict) pairs, e.g. (("v", v), ("s", s)).
+    Every parameter key k needs grads["d" + k] and state["d" + k], of the
+    parameter's shape; state arrays also share its dtype. Parameters and state
+    are written in place, so they must be writeable and must not share memory
+    with each other; a gradient that shares memory with them is copied first.
+    """
+    check_dict("parameters", parameters)
+    check_dict("grads", grads)
+    for name, d in states:
+        check_dict(name, d)
+
+    entries = []
+    labelled = []  # (label, array, written) for the overlap check
+    for key, p in parameters.items():
+        if not isinstance(key, str):
+            raise TypeError(f"parameter keys must be str, got {key!r}")
+        label = f"parameters[{key!r}]"
+        parameter(label, p)
+        _writable(label, p)
+        dkey = "d" + key
+        g = _lookup("grads", grads, dkey, key)
+        glabel = f"grads[{dkey!r}]"
+        parameter(glabel, g)
+        _same_shape(glabel, g, label, p)
+        labelled += [(label, p, True), (glabel, g, False)]
+        state = []
+        for name, d in states:
+            a = _lookup(name, d, dkey, key)
+            slabel = f"{name}[{dkey!r}]"
+            parameter(slabel, a)
+            _same_shape(slabel, a, label, p)
+            if a.dtype != p.dtype:
+                raise TypeError(
+                    f"{slabel} has dtype {a.dtype} but {label} has dtype {p.dtype}; "
+                    "state must have the parameter's dtype"
+                )
+            _writable(slabel, a)
+            labelled.append((slabel, a, True))
+            state.append(a)
+        entries.append([p, g, state])
+
+    shared_grads = _overlaps(labelled)
+    for entry in entries:
+        g = entry[1]
+        if id(g) in shared_grads:
+            g = g.copy()
+        entry[1] = g.astype(entry[0].dtype, copy=False)
+    return entries
+
+
+def _lookup(name, d, dkey, key):
+    try:
+        return d[dkey]
+    except KeyError:
+        raise KeyError(f"{name} has no key {dkey!r} (needed for parameters[{key!r}])") from None
+
+
+def _same_shape(label, a, plabel, p):
+    if a.shape != p.shape:
+        raise ValueError(f"{label} has shape {a.shape} but {plabel} has shape {p.shape}")
+
+
+def _writable(label, a):
+    if not a.flags.writeable:
+        raise ValueError(f"{label} is read-only; fastoptim updates arrays in place")
+    if _internal_overlap(a):
+        raise ValueError(
+            f"{label} has elements that share memory (a zero or overlapping stride, "
+            "e.g. from broadcast_to); it cannot be updated in place"
+        )
+
+
+def _internal_overlap(a):
+    """True if two elements of `a` may share memory (a conservative test:
+    each stride must step over everything the smaller strides span)."""
+    span = a.itemsize
+    for stride, n in sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (n - 1)
+    return False
+
+
+def _overlaps(labelled):
+    """Raise if a written array shares memory with another written array;
+    return the ids of gradients that share memory with a written array.
+
+    Byte ranges are sorted and swept, so only arrays whose ranges intersect are
+    compared exactly (np.shares_memory)."""
+    spans = []
+    for label, a, written in labelled:
+        if a.size:
+            lo, hi = byte_bounds(a)
+            spans.append((lo, hi, label, a, written))
+    spans.sort(key=lambda s: s[0])
+    shared_grads = set()
+    active = []
+    for lo, hi, label, a, written in spans:
+        active = [s for s in active if s[1] > lo]
+        for _, _, olabel, other, owritten in active:
+            if not (written or owritten) or not _shares_memory(a, other):
+                continue
+            if written and owritten:
+                raise ValueError(
+                    f"{olabel} and {label} share memory; parameters and state arrays must "
+                    "be distinct arrays"
+                )
+            shared_grads.add(id(other if written else a))
+        active.append((lo, hi, label, a, written))
+    return shared_grads
+
+
+def _shares_memory(a, b):
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except np.exceptions.TooHardError:  # undecided within max_work: assume shared
+        return True
