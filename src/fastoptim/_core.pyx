@@ -332,3 +332,6 @@ def ceiling_adam(parameters, grads, v, s):
                                     <double **>(c.ptr + 3 * c.k), c.n)
     finally:
         _free(&c)
+
+
+include "_objects.pxi"

@@ -1,0 +1,1 @@
+# Fast paths for the optimizer objects (fastoptim.optim); included by _core.pyx.
