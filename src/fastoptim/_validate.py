@@ -37,6 +37,7 @@ def epsilon(value, name="epsilon"):
 
 
 def step(value, name="t"):
+    """A positive integer (not bool): Adam's step count, a batch size."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
@@ -44,7 +45,7 @@ def step(value, name="t"):
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
     if t < 1:
-        raise ValueError(f"{name} must be >= 1 (Adam counts steps from 1), got {t}")
+        raise ValueError(f"{name} must be >= 1, got {t}")
     return t
 
 

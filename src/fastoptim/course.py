@@ -6,8 +6,6 @@ every parameter key k has its gradient and state under "d" + k ("W1" -> "dW1").
 Unlike the course, which rebinds new arrays, updates are made in place: the
 caller's arrays change and the same dicts are returned.
 """
-import operator
-
 import numpy as np
 
 from . import _validate as check
@@ -73,11 +71,7 @@ def random_mini_batches(X, Y, mini_batch_size=64, seed=0):
     m = X.shape[1]
     if Y.shape[1] != m:
         raise ValueError(f"X has {m} examples (columns) but Y has {Y.shape[1]}")
-    if isinstance(mini_batch_size, (bool, np.bool_)):
-        raise TypeError("mini_batch_size must be an integer, got bool")
-    size = operator.index(mini_batch_size)
-    if size < 1:
-        raise ValueError(f"mini_batch_size must be >= 1, got {size}")
+    size = check.step(mini_batch_size, "mini_batch_size")
     permutation = np.random.RandomState(seed).permutation(m)
     shuffled_X = X[:, permutation]
     shuffled_Y = Y[:, permutation]
