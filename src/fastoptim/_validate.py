@@ -148,6 +148,8 @@ def _writable(label, a):
 def _internal_overlap(a):
     """True if two elements of `a` may share memory (a conservative test:
     each stride must step over everything the smaller strides span)."""
+    if a.size == 0:
+        return False
     span = a.itemsize
     for stride, n in sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1):
         if stride < span:
