@@ -1,0 +1,83 @@
+"""Run-time instruction-set dispatch and the C driver's memory behaviour."""
+import os
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastoptim import _fallback
+
+core = pytest.importorskip("fastoptim._core", reason="compiled extension not built")
+
+# Around every vector width (4, 8, 16 lanes) and unroll multiple, plus the
+# thread-split path.
+SIZES = list(range(1, 70)) + [127, 128, 129, 255, 256, 257, 1023, 1024, 1025, 131_077]
+
+
+@pytest.fixture(params=core.isa_supported())
+def isa(request):
+    before = core.isa_in_use()
+    assert core.set_isa(request.param) == request.param
+    yield request.param
+    core.set_isa(before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_level_matches_the_fallback_bitwise(isa, dtype):
+    rng = np.random.default_rng(3)
+    for n in SIZES:
+        params = {"W": rng.standard_normal(n).astype(dtype)}
+        grads = {"dW": (rng.standard_normal(n) + 0.1).astype(dtype)}
+        v = {"dW": (0.1 * rng.standard_normal(n)).astype(dtype)}
+        s = {"dW": (0.01 + np.abs(rng.standard_normal(n))).astype(dtype)}
+        twin = [{k: a.copy() for k, a in d.items()} for d in (params, grads, v, s)]
+        for t in (1, 2, 3):
+            core.adam(params, grads, v, s, t, 0.01, 0.9, 0.999, 1e-8)
+            _fallback.adam(*twin, t, 0.01, 0.9, 0.999, 1e-8)
+        core.momentum(params, grads, v, 0.8, 0.05)
+        _fallback.momentum(twin[0], twin[1], twin[2], 0.8, 0.05)
+        core.gd(params, grads, 0.1)
+        _fallback.gd(twin[0], twin[1], 0.1)
+        for mine, theirs in zip((params, v, s), (twin[0], twin[2], twin[3])):
+            for k in mine:
+                assert np.array_equal(mine[k].view(np.uint8), theirs[k].view(np.uint8)), (isa, n, k)
+
+
+def run_python(code, **env):
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("cap", ["baseline", "avx2", "avx512"])
+def test_dispatch_cap_from_environment(cap):
+    out = run_python("from fastoptim import _core; print(_core.isa_in_use())", FASTOPTIM_DISPATCH=cap)
+    assert out.returncode == 0, out.stderr
+    supported = core.isa_supported()
+    expected = cap if cap in supported else supported[-1]
+    assert out.stdout.strip() == expected
+
+
+def test_bad_dispatch_cap_is_an_import_error():
+    out = run_python("import fastoptim._core", FASTOPTIM_DISPATCH="sse9")
+    assert out.returncode != 0 and "FASTOPTIM_DISPATCH" in out.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_step_allocates_nothing_that_grows_with_the_arrays(dtype):
+    def peak(n):
+        params = {"W": np.ones(n, dtype), "b": np.ones(10, dtype)}
+        grads = {"dW": np.ones(n, dtype), "db": np.ones(10, dtype)}
+        v, s = ({k: np.zeros_like(a) for k, a in grads.items()} for _ in range(2))
+        core.adam(params, grads, v, s, 1, 0.01, 0.9, 0.999, 1e-8)  # warm caches
+        tracemalloc.start()
+        try:
+            core.adam(params, grads, v, s, 2, 0.01, 0.9, 0.999, 1e-8)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(100), peak(2_000_000)
+    assert large < 64 * 1024, large
+    assert large <= small + 1024, (small, large)
