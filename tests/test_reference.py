@@ -129,6 +129,7 @@ def test_zero_size_and_0d(dtype):
     assert fo.update_parameters_with_gd({}, {}, 0.1) == {}
 
 
+@pytest.mark.filterwarnings("error")
 def test_nan_and_inf_propagate_only_where_they_touch():
     p = {"W": np.ones(40, np.float32)}
     g = {"dW": np.full(40, 0.5, np.float32)}

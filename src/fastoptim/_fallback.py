@@ -8,6 +8,7 @@ other float dtypes, invalid input): the compiled backend hands such calls here.
 Each line below performs the same IEEE operations, in the same order and in
 the array's dtype, as csrc/kernels.inc, so the two backends agree bitwise.
 """
+import functools
 import math
 
 import numpy as np
@@ -15,6 +16,18 @@ import numpy as np
 from . import _validate as check
 
 
+def _silent(update):
+    """NaN and Inf propagate without warnings, as in the C kernels."""
+
+    @functools.wraps(update)
+    def wrapper(*args):
+        with np.errstate(all="ignore"):
+            return update(*args)
+
+    return wrapper
+
+
+@_silent
 def gd(parameters, grads, learning_rate):
     """p -= learning_rate * g"""
     lr = check.learning_rate(learning_rate)
@@ -22,6 +35,7 @@ def gd(parameters, grads, learning_rate):
         p -= lr * g
 
 
+@_silent
 def momentum(parameters, grads, v, beta, learning_rate):
     """v = beta*v + (1-beta)*g;  p -= learning_rate * v"""
     beta = check.beta(beta, "beta")
@@ -32,6 +46,7 @@ def momentum(parameters, grads, v, beta, learning_rate):
         p -= lr * vel
 
 
+@_silent
 def adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon):
     """m = b1*m + (1-b1)*g;  s = b2*s + (1-b2)*g*g;
     p -= lr * (m/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)"""
