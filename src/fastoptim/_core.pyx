@@ -13,6 +13,7 @@ cimport numpy as cnp
 from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uintptr_t
 
@@ -108,6 +109,7 @@ cdef struct Call:
     int typenum           # NPY_FLOAT or NPY_DOUBLE
     void **ptr            # ptr[s * k + i]: stream s of parameter i
     size_t *n
+    Py_ssize_t nrefs      # arrays held in ptr's second half (see _gather)
     fo_span *spans
 
 
@@ -143,7 +145,10 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
     c.k = k
     if k == 0:
         return True
-    c.ptr = <void **>PyMem_Malloc(c.nstreams * k * sizeof(void *))
+    # ptr's second half holds a reference to every array until _free: with the
+    # GIL released, another thread could otherwise free an array mid-update.
+    c.ptr = <void **>PyMem_Malloc(2 * c.nstreams * k * sizeof(void *))
+    c.nrefs = 0
     c.n = <size_t *>PyMem_Malloc(k * sizeof(size_t))
     c.spans = <fo_span *>PyMem_Malloc(c.nstreams * k * sizeof(fo_span))
     if c.ptr == NULL or c.n == NULL or c.spans == NULL:
@@ -184,6 +189,9 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
                 arr = <object>item
                 if not _fast_array(arr, c.typenum, ndim, dims, c_order, s != 1):
                     return False
+            Py_INCREF(arr)
+            c.ptr[c.nstreams * k + c.nrefs] = <void *>arr
+            c.nrefs += 1
             lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>arr)
             c.ptr[s * k + i] = <void *>lo
             c.spans[s * k + i].lo = lo
@@ -196,6 +204,10 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
 
 
 cdef inline void _free(Call *c):
+    cdef Py_ssize_t j
+    if c.ptr != NULL:
+        for j in range(c.nrefs):
+            Py_XDECREF(<PyObject *>c.ptr[c.nstreams * c.k + j])
     PyMem_Free(c.ptr)
     PyMem_Free(c.n)
     PyMem_Free(c.spans)
