@@ -14,6 +14,7 @@ from .course import (
     update_parameters_with_momentum,
 )
 from ._config import get_num_threads, set_num_threads, show_config
+from .train import schedule_lr_decay, update_lr
 
 __version__ = "0.1.0"
 
@@ -23,9 +24,11 @@ __all__ = [
     "initialize_adam",
     "initialize_velocity",
     "random_mini_batches",
+    "schedule_lr_decay",
     "set_num_threads",
     "show_config",
     "update_parameters_with_adam",
     "update_parameters_with_gd",
     "update_parameters_with_momentum",
+    "update_lr",
 ]

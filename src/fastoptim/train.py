@@ -1,0 +1,468 @@
+"""The course's training run: the moons data, the network of fastoptim.nn,
+mini-batch gradient descent, momentum or Adam through fastoptim's updates.
+
+`model` is the course's function. `main` is `python -m fastoptim train`: it
+trains, shows progress, and prints a table with the final cost, the training
+accuracy, the time per epoch, and the time the optimizer updates take with the
+compiled backend and with the NumPy fallback, measured on identical inputs.
+"""
+import sys
+import time
+
+import numpy as np
+
+from . import course
+from .nn import (
+    backward_propagation,
+    compute_cost,
+    forward_propagation,
+    initialize_parameters,
+    predict,
+)
+
+OPTIMIZERS = ("gd", "momentum", "adam")
+OPTIMIZER_NAMES = {"gd": "gradient descent", "momentum": "momentum", "adam": "adam"}
+
+# The course's published training accuracy (%), layers [2, 5, 2, 1], learning
+# rate 0.0007, mini-batches of 64, no decay: {epochs: {optimizer: accuracy}}.
+COURSE_ACCURACY = {
+    5000: {"gd": 71.7, "momentum": 71.7, "adam": 94.3},
+    10000: {"gd": 79.7, "momentum": 79.7, "adam": 94.0},
+}
+COURSE_LAYERS = [2, 5, 2, 1]
+
+
+def update_lr(learning_rate0, epoch_num, decay_rate):
+    """The course's learning-rate decay: learning_rate0 / (1 + decay_rate * epoch_num)."""
+    return 1 / (1 + decay_rate * epoch_num) * learning_rate0
+
+
+def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
+    """The course's decay in steps: learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
+    return 1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0
+
+
+def model(X, Y, layers_dims, optimizer="adam", learning_rate=0.0007, mini_batch_size=64,
+          beta=0.9, beta1=0.9, beta2=0.999, epsilon=1e-8, num_epochs=5000, print_cost=True,
+          decay=None, decay_rate=1):
+    """Train the network `layers_dims` on X (n_0, m), Y (n_L, m) as the course does.
+
+    optimizer: "gd", "momentum" or "adam". Each epoch reshuffles the data
+    into mini-batches (the shuffle seed starts at 10 and is increased before
+    each epoch) and makes one update per mini-batch; Adam's t counts the
+    mini-batches. The epoch's cost is the summed cost of its mini-batches
+    divided by m. With print_cost, "Cost after epoch %i: %f" is printed every
+    1000 epochs. decay: None, or a function decay(learning_rate0, epoch_num,
+    decay_rate) such as update_lr or schedule_lr_decay, applied after each epoch.
+    The network computes in X's dtype when it is float32 (else float64).
+
+    Returns the trained parameters.
+    """
+    X, Y = _data(X, Y)
+    parameters = initialize_parameters(layers_dims, dtype=_dtype(X))
+    state = initial_state(optimizer, parameters)
+    step = update_step(optimizer, course.update_parameters_with_gd,
+                       course.update_parameters_with_momentum,
+                       course.update_parameters_with_adam, beta, beta1, beta2, epsilon)
+    epochs = train_epochs(X, Y, parameters, state, step, learning_rate, mini_batch_size,
+                          num_epochs, decay, decay_rate)
+    for i, cost_avg, lr in epochs:
+        if print_cost and i % 1000 == 0:
+            print("Cost after epoch %i: %f" % (i, cost_avg))
+            if decay:
+                print("learning rate after epoch %i: %f" % (i, lr))
+    return parameters
+
+
+def initial_state(optimizer, parameters):
+    """The optimizer's state for `parameters`: () for gd, (v,) for momentum, (v, s) for adam."""
+    if optimizer == "gd":
+        return ()
+    if optimizer == "momentum":
+        return (course.initialize_velocity(parameters),)
+    if optimizer == "adam":
+        return course.initialize_adam(parameters)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+
+
+def update_step(optimizer, gd, momentum, adam, beta=0.9, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """step(parameters, grads, state, t, learning_rate) for one optimizer,
+    calling gd/momentum/adam with the course's arguments (the public
+    functions and both backends' functions take the same ones)."""
+    if optimizer == "gd":
+        return lambda p, g, state, t, lr: gd(p, g, lr)
+    if optimizer == "momentum":
+        return lambda p, g, state, t, lr: momentum(p, g, state[0], beta, lr)
+    if optimizer == "adam":
+        return lambda p, g, state, t, lr: adam(p, g, state[0], state[1], t, lr,
+                                               beta1, beta2, epsilon)
+    raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {optimizer!r}")
+
+
+def train_epochs(X, Y, parameters, state, step, learning_rate, mini_batch_size, num_epochs,
+                 decay=None, decay_rate=1):
+    """The course's training loop, one epoch per iteration: updates
+    `parameters` in place and yields (epoch, cost / m, learning_rate) after
+    each epoch, where learning_rate is the rate the next epoch will use."""
+    m = X.shape[1]
+    learning_rate0 = learning_rate
+    seed = 10
+    t = 0
+    for i in range(num_epochs):
+        seed = seed + 1
+        cost_total = 0.0
+        for minibatch_X, minibatch_Y in course.random_mini_batches(X, Y, mini_batch_size, seed):
+            AL, caches = forward_propagation(minibatch_X, parameters)
+            cost_total += compute_cost(AL, minibatch_Y)
+            grads = backward_propagation(minibatch_X, minibatch_Y, caches)
+            t = t + 1
+            step(parameters, grads, state, t, learning_rate)
+        if decay:
+            learning_rate = decay(learning_rate0, i, decay_rate)
+        yield i, cost_total / m, learning_rate
+
+
+def accuracy(X, Y, parameters):
+    """Percentage of examples predicted correctly."""
+    return 100.0 * float(np.mean(predict(X, parameters) == Y))
+
+
+def _data(X, Y):
+    X = np.asarray(X)
+    Y = np.asarray(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1]:
+        raise ValueError(
+            f"X and Y must be 2-D with one column per example; got shapes {X.shape} and {Y.shape}"
+        )
+    return X, Y
+
+
+def _dtype(X):
+    return X.dtype if X.dtype in (np.float32, np.float64) else np.float64
+
+
+# ---------------------------------------------------------------- the CLI
+
+DECAYS = {"none": None, "update_lr": update_lr, "schedule": schedule_lr_decay}
+
+
+def _parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m fastoptim train",
+        description="Train the course's 3-layer network [2, 5, 2, 1] on the moons data with "
+                    "gradient descent, momentum and Adam, and time fastoptim's updates. "
+                    "The defaults are the course's run.",
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS + ("all",), default="all",
+                   help="which optimizer to train with (default: all three)")
+    p.add_argument("--epochs", type=int, default=5000, help="epochs (default: 5000)")
+    p.add_argument("--learning-rate", type=float, default=0.0007,
+                   help="learning rate (default: 0.0007)")
+    p.add_argument("--mini-batch-size", type=int, default=64, help="default: 64")
+    p.add_argument("--decay", choices=tuple(DECAYS), default="none",
+                   help="learning-rate decay after each epoch (default: none)")
+    p.add_argument("--decay-rate", type=float, default=1.0, help="default: 1")
+    p.add_argument("--backend", choices=("c", "numpy"), default=None,
+                   help="backend that performs the training updates (default: fastoptim's); "
+                        "the other one is timed on identical copies of each update")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="write the cost curves and decision boundaries to this PNG "
+                        "(needs matplotlib)")
+    return p
+
+
+def main(argv=None):
+    """python -m fastoptim train [options]; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.epochs < 1:
+        parser.error("--epochs must be >= 1")
+    if args.mini_batch_size < 1:
+        parser.error("--mini-batch-size must be >= 1")
+    if not (np.isfinite(args.learning_rate) and args.learning_rate >= 0):
+        parser.error("--learning-rate must be finite and >= 0")
+
+    backends = _backends()
+    chosen = args.backend or _default_backend()
+    if chosen not in backends:
+        print("fastoptim train: the compiled backend is not available "
+              "(the extension did not import); use --backend numpy", file=sys.stderr)
+        return 2
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("fastoptim train: --plot needs matplotlib: "
+                  "pip install 'fastoptim[train]' (or pip install matplotlib)", file=sys.stderr)
+            return 2
+
+    from .datasets import load_dataset
+
+    X, Y = load_dataset()
+    optimizers = OPTIMIZERS if args.optimizer == "all" else (args.optimizer,)
+    print(_header(args, chosen))
+    runs = []
+    for name in optimizers:
+        print(f"\n== {OPTIMIZER_NAMES[name]} ==")
+        runs.append(_run(name, X, Y, args, backends, chosen))
+    print()
+    print(_table(runs, args, chosen))
+    if args.plot:
+        _plot(args.plot, runs, X, Y, args)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+def _default_backend():
+    from . import BACKEND
+
+    return BACKEND
+
+
+def _backends():
+    """{"c": _core, "numpy": _fallback}, without "c" when the extension does not import."""
+    from . import _fallback
+
+    backends = {"numpy": _fallback}
+    try:
+        from . import _core
+    except ImportError:
+        pass
+    else:
+        backends["c"] = _core
+    return backends
+
+
+class _Run:
+    """One optimizer's training run and its measurements."""
+
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.costs = []          # (epoch, cost) for the cost curve
+        self.final_cost = None
+        self.accuracy = None
+        self.parameters = None
+        self.train_seconds = 0.0
+        self.update_seconds = {}  # backend -> total seconds in updates
+        self.steps = 0
+
+
+def _run(optimizer, X, Y, args, backends, chosen):
+    run = _Run(optimizer)
+    parameters = initialize_parameters(COURSE_LAYERS)
+    state = initial_state(optimizer, parameters)
+    steps = {name: update_step(optimizer, b.gd, b.momentum, b.adam)
+             for name, b in backends.items()}
+    timed = _TimedStep(steps, chosen, parameters, state)
+    epochs = train_epochs(X, Y, parameters, state, timed, args.learning_rate,
+                          args.mini_batch_size, args.epochs, DECAYS[args.decay], args.decay_rate)
+    every = max(1, args.epochs // 100)  # points on the cost curve
+    bar = _progress(args.epochs, OPTIMIZER_NAMES[optimizer])
+    try:
+        while True:
+            start = time.perf_counter()
+            try:
+                i, cost, lr = next(epochs)
+            except StopIteration:
+                break
+            run.train_seconds += time.perf_counter() - start
+            if i % every == 0 or i == args.epochs - 1:
+                run.costs.append((i, cost))
+            if i % 1000 == 0:
+                bar.write("Cost after epoch %i: %f" % (i, cost))
+                if args.decay != "none":
+                    bar.write("learning rate after epoch %i: %f" % (i, lr))
+            bar.update(1)
+            run.final_cost = cost
+    finally:
+        bar.close()
+    # The comparison's copies and extra update are not part of training.
+    run.train_seconds -= timed.overhead
+    run.update_seconds = timed.seconds
+    run.steps = timed.calls
+    run.parameters = parameters
+    run.accuracy = accuracy(X, Y, parameters)
+    print("Accuracy: %.1f%%" % run.accuracy)
+    return run
+
+
+class _TimedStep:
+    """Performs each update with the chosen backend and times it; times every
+    other backend on a copy of the same parameters and state, interleaved
+    (the order alternates), so both see identical inputs."""
+
+    def __init__(self, steps, chosen, parameters, state):
+        self.step = steps[chosen]
+        self.chosen = chosen
+        self.others = [(name, step, _copy(parameters), tuple(_copy(d) for d in state))
+                       for name, step in steps.items() if name != chosen]
+        self.seconds = dict.fromkeys(steps, 0.0)
+        self.overhead = 0.0
+        self.calls = 0
+
+    def __call__(self, parameters, grads, state, t, lr):
+        clock = time.perf_counter
+        self.calls += 1
+        start = clock()
+        for _, _, p_copy, state_copy in self.others:
+            _copy_into(p_copy, parameters)
+            for d_copy, d in zip(state_copy, state):
+                _copy_into(d_copy, d)
+        copied = clock()
+        chosen_first = self.calls % 2 == 0
+        if chosen_first:
+            self.step(parameters, grads, state, t, lr)
+        chosen_done = clock()
+        for name, step, p_copy, state_copy in self.others:
+            t0 = clock()
+            step(p_copy, grads, state_copy, t, lr)
+            self.seconds[name] += clock() - t0
+        others_done = clock()
+        if not chosen_first:
+            self.step(parameters, grads, state, t, lr)
+        end = clock()
+        chosen_seconds = (chosen_done - copied) + (end - others_done)
+        self.seconds[self.chosen] += chosen_seconds
+        self.overhead += (end - start) - chosen_seconds
+
+
+def _copy(d):
+    return {k: a.copy() for k, a in d.items()}
+
+
+def _copy_into(dst, src):
+    for k, a in src.items():
+        np.copyto(dst[k], a)
+
+
+class _PlainProgress:
+    """A minimal progress line on a terminal's stderr, for when tqdm is not installed."""
+
+    def __init__(self, total, desc, file=None):
+        self.total = total
+        self.desc = desc
+        self.n = 0
+        self.file = sys.stderr if file is None else file
+        self.live = getattr(self.file, "isatty", lambda: False)()
+        self.shown = -1
+
+    def update(self, n=1):
+        self.n += n
+        percent = 100 * self.n // self.total
+        if self.live and percent != self.shown:
+            self.shown = percent
+            self.file.write(f"\r{self.desc}: {percent:3d}% {self.n}/{self.total} epochs")
+            self.file.flush()
+
+    def write(self, line):
+        if self.live and self.shown >= 0:
+            self.file.write("\r\033[K")
+            self.file.flush()
+            self.shown = -1
+        print(line, flush=True)
+
+    def close(self):
+        if self.live and self.shown >= 0:
+            self.file.write("\n")
+            self.file.flush()
+
+
+def _progress(total, desc):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _PlainProgress(total, desc)
+
+    class _Bar(tqdm):
+        def write(self, line):
+            tqdm.write(line, file=sys.stdout)
+
+    return _Bar(total=total, desc=desc, unit="epoch", file=sys.stderr, leave=False)
+
+
+def _course_accuracy(optimizer, args):
+    if (args.learning_rate == 0.0007 and args.mini_batch_size == 64 and args.decay == "none"):
+        return COURSE_ACCURACY.get(args.epochs, {}).get(optimizer)
+    return None
+
+
+def _header(args, chosen):
+    from . import __version__
+    from ._config import config
+
+    info = config()
+    backend = f"{chosen} ({info['isa_in_use']})" if chosen == "c" and "isa_in_use" in info else chosen
+    decay = "" if args.decay == "none" else f", {args.decay} decay (rate {args.decay_rate:g})"
+    return (f"fastoptim {__version__}, training with the {backend} backend\n"
+            f"moons data (300 points), network {COURSE_LAYERS}, {args.epochs} epochs, "
+            f"learning rate {args.learning_rate:g}, mini-batches of {args.mini_batch_size}{decay}")
+
+
+def _table(runs, args, chosen):
+    has_c = "c" in runs[0].update_seconds
+    head = ("optimizer", "final cost", "accuracy", "course", "ms/epoch",
+            "update C", "update NumPy", "C speed-up")
+    rows = []
+    for run in runs:
+        course_acc = _course_accuracy(run.optimizer, args)
+        per_step = {k: 1e6 * s / max(run.steps, 1) for k, s in run.update_seconds.items()}
+        rows.append((
+            OPTIMIZER_NAMES[run.optimizer],
+            f"{run.final_cost:.6f}",
+            f"{run.accuracy:.1f}%",
+            "-" if course_acc is None else f"{course_acc:.1f}%",
+            f"{1e3 * run.train_seconds / args.epochs:.3f}",
+            f"{per_step['c']:.2f} us" if has_c else "n/a",
+            f"{per_step['numpy']:.2f} us",
+            f"{per_step['numpy'] / per_step['c']:.1f}x" if has_c and per_step["c"] > 0 else "n/a",
+        ))
+    widths = [max(len(r[j]) for r in rows + [head]) for j in range(len(head))]
+    line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)  # noqa: E731
+                               for j, (c, w) in enumerate(zip(r, widths)))
+    out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
+    total = {k: sum(r.update_seconds[k] for r in runs) for k in runs[0].update_seconds}
+    train = sum(r.train_seconds for r in runs)
+    steps = runs[0].steps
+    out.append("")
+    out.append(f"accuracy: on the training set; course: the course's published accuracy for "
+               f"this setting.")
+    out.append(f"update: time per optimizer step ({steps} steps per optimizer), both backends "
+               f"on identical inputs, interleaved; training used the {chosen} backend.")
+    if has_c:
+        out.append(f"time in updates, all optimizers: C {total['c']:.3f} s, "
+                   f"NumPy {total['numpy']:.3f} s; training took {train:.2f} s in all.")
+    else:
+        out.append(f"time in updates, all optimizers: NumPy {total['numpy']:.3f} s "
+                   f"(the compiled backend is not available); training took {train:.2f} s.")
+    return "\n".join(out)
+
+
+def _plot(path, runs, X, Y, args):
+    from matplotlib.figure import Figure
+
+    n = len(runs)
+    fig = Figure(figsize=(4.2 * (n + 1), 4.2), layout="constrained")
+    axes = fig.subplots(1, n + 1)
+    ax = axes[0]
+    for run in runs:
+        epochs, costs = zip(*run.costs)
+        ax.plot(epochs, costs, label=OPTIMIZER_NAMES[run.optimizer])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("cost")
+    ax.set_title(f"Learning rate = {args.learning_rate:g}")
+    ax.legend()
+
+    x_min, x_max = X[0].min() - 1, X[0].max() + 1
+    y_min, y_max = X[1].min() - 1, X[1].max() + 1
+    xx, yy = np.meshgrid(np.arange(x_min, x_max, 0.01), np.arange(y_min, y_max, 0.01))
+    grid = np.stack([xx.ravel(), yy.ravel()])
+    for ax, run in zip(axes[1:], runs):
+        Z = predict(grid, run.parameters).reshape(xx.shape)
+        ax.contourf(xx, yy, Z, cmap="Spectral", alpha=0.7)
+        ax.scatter(X[0], X[1], c=Y[0], s=12, cmap="Spectral", edgecolors="k", linewidths=0.3)
+        ax.set_title(f"{OPTIMIZER_NAMES[run.optimizer]}: {run.accuracy:.1f}%")
+        ax.set_xlim(x_min, x_max)
+        ax.set_ylim(y_min, y_max)
+    fig.savefig(path, dpi=100)
