@@ -17,7 +17,6 @@ from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport isfinite
 from libc.stdint cimport int64_t, uintptr_t
 
-import operator
 import os
 
 import numpy as np
@@ -110,7 +109,8 @@ cdef struct Call:
     void **ptr            # ptr[s * k + i]: stream s of parameter i
     size_t *n
     Py_ssize_t nrefs      # arrays held in ptr's second half (see _gather)
-    fo_span *spans
+    fo_span *spans        # the one allocation: spans, then ptr, then n
+    size_t total          # elements in all
 
 
 cdef inline bint _fast_array(object obj, int typenum, int ndim, cnp.npy_intp *dims,
@@ -147,12 +147,12 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
         return True
     # ptr's second half holds a reference to every array until _free: with the
     # GIL released, another thread could otherwise free an array mid-update.
-    c.ptr = <void **>PyMem_Malloc(2 * c.nstreams * k * sizeof(void *))
-    c.nrefs = 0
-    c.n = <size_t *>PyMem_Malloc(k * sizeof(size_t))
-    c.spans = <fo_span *>PyMem_Malloc(c.nstreams * k * sizeof(fo_span))
-    if c.ptr == NULL or c.n == NULL or c.spans == NULL:
+    c.spans = <fo_span *>PyMem_Malloc(
+        c.nstreams * k * (sizeof(fo_span) + 2 * sizeof(void *)) + k * sizeof(size_t))
+    if c.spans == NULL:
         raise MemoryError()
+    c.ptr = <void **>(c.spans + c.nstreams * k)
+    c.n = <size_t *>(c.ptr + 2 * c.nstreams * k)
 
     cdef Py_ssize_t i = 0
     cdef int s, ndim
@@ -177,6 +177,7 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
         if not _fast_array(p, c.typenum, ndim, dims, c_order, True):
             return False
         c.n[i] = <size_t>cnp.PyArray_SIZE(p)
+        c.total += c.n[i]
         nbytes = c.n[i] * <size_t>cnp.PyArray_ITEMSIZE(p)
         dkey = "d" + <str>key
         for s in range(c.nstreams):
@@ -205,12 +206,15 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
 
 cdef inline void _free(Call *c):
     cdef Py_ssize_t j
-    if c.ptr != NULL:
+    if c.spans != NULL:
         for j in range(c.nrefs):
             Py_XDECREF(<PyObject *>c.ptr[c.nstreams * c.k + j])
-    PyMem_Free(c.ptr)
-    PyMem_Free(c.n)
     PyMem_Free(c.spans)
+
+
+# Below this many elements a call keeps the GIL: releasing and retaking it costs
+# more than the update.
+cdef size_t NOGIL_MIN = 8192
 
 
 cdef inline bint _as_double(object x, double *out):
@@ -225,11 +229,11 @@ cdef inline bint _as_double(object x, double *out):
 
 
 cdef inline bint _as_step(object t, int64_t *out):
-    if type(t) is int or isinstance(t, np.integer):
-        t = operator.index(t)
-        if 1 <= t <= 2**62:
-            out[0] = t
-            return True
+    if isinstance(t, np.integer):
+        t = int(t)
+    if type(t) is int and 1 <= t <= 2**62:
+        out[0] = t
+        return True
     return False
 
 
@@ -241,6 +245,53 @@ cdef inline bint _beta_ok(double x):
 
 
 # --- the updates ---------------------------------------------------------------
+# Each update: scalars checked, arrays gathered, then one C call (without the GIL
+# for large calls). Whatever the fast path does not take goes to _fallback.
+
+cdef void _gd(Call *c, double lr) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_gd_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k), c.n, lr)
+    else:
+        fo_gd_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k), c.n, lr)
+
+
+cdef void _momentum(Call *c, double beta, double lr) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_momentum_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
+                        <float **>(c.ptr + 2 * c.k), c.n, beta, lr)
+    else:
+        fo_momentum_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
+                        <double **>(c.ptr + 2 * c.k), c.n, beta, lr)
+
+
+cdef void _adam(Call *c, int64_t t, double lr, double b1, double b2,
+                double eps) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_adam_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
+                    <float **>(c.ptr + 2 * c.k), <float **>(c.ptr + 3 * c.k), c.n,
+                    t, lr, b1, b2, eps)
+    else:
+        fo_adam_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
+                    <double **>(c.ptr + 2 * c.k), <double **>(c.ptr + 3 * c.k), c.n,
+                    t, lr, b1, b2, eps)
+
+
+cdef void _ceiling(Call *c) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_ceiling_adam_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
+                            <float **>(c.ptr + 2 * c.k), <float **>(c.ptr + 3 * c.k), c.n)
+    else:
+        fo_ceiling_adam_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
+                            <double **>(c.ptr + 2 * c.k), <double **>(c.ptr + 3 * c.k), c.n)
+
+
+cdef inline void _init(Call *c, int nstreams) noexcept:
+    c.nstreams = nstreams
+    c.k = 0
+    c.total = 0
+    c.spans = NULL
+    c.nrefs = 0
+
 
 def gd(parameters, grads, learning_rate):
     """p -= learning_rate * g"""
@@ -248,18 +299,15 @@ def gd(parameters, grads, learning_rate):
     cdef Call c
     if not (_as_double(learning_rate, &lr) and _lr_ok(lr)):
         return _fallback.gd(parameters, grads, learning_rate)
-    c.nstreams = 2
-    c.ptr = NULL; c.n = NULL; c.spans = NULL
+    _init(&c, 2)
     try:
         if not _gather(&c, parameters, grads, None, None):
             return _fallback.gd(parameters, grads, learning_rate)
-        with nogil:
-            if c.k == 0:
-                pass
-            elif c.typenum == cnp.NPY_FLOAT:
-                fo_gd_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k), c.n, lr)
-            else:
-                fo_gd_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k), c.n, lr)
+        if c.total < NOGIL_MIN:
+            _gd(&c, lr)
+        else:
+            with nogil:
+                _gd(&c, lr)
     finally:
         _free(&c)
 
@@ -271,20 +319,15 @@ def momentum(parameters, grads, v, beta, learning_rate):
     if not (_as_double(beta, &b) and _beta_ok(b)
             and _as_double(learning_rate, &lr) and _lr_ok(lr)):
         return _fallback.momentum(parameters, grads, v, beta, learning_rate)
-    c.nstreams = 3
-    c.ptr = NULL; c.n = NULL; c.spans = NULL
+    _init(&c, 3)
     try:
         if not _gather(&c, parameters, grads, v, None):
             return _fallback.momentum(parameters, grads, v, beta, learning_rate)
-        with nogil:
-            if c.k == 0:
-                pass
-            elif c.typenum == cnp.NPY_FLOAT:
-                fo_momentum_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
-                                <float **>(c.ptr + 2 * c.k), c.n, b, lr)
-            else:
-                fo_momentum_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
-                                <double **>(c.ptr + 2 * c.k), c.n, b, lr)
+        if c.total < NOGIL_MIN:
+            _momentum(&c, b, lr)
+        else:
+            with nogil:
+                _momentum(&c, b, lr)
     finally:
         _free(&c)
 
@@ -301,23 +344,16 @@ def adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon):
             and _as_double(beta2, &b2) and _beta_ok(b2)
             and _as_double(epsilon, &eps) and eps >= 0.0):
         return _fallback.adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon)
-    c.nstreams = 4
-    c.ptr = NULL; c.n = NULL; c.spans = NULL
+    _init(&c, 4)
     try:
         if not _gather(&c, parameters, grads, v, s):
             return _fallback.adam(parameters, grads, v, s, t, learning_rate, beta1, beta2,
                                   epsilon)
-        with nogil:
-            if c.k == 0:
-                pass
-            elif c.typenum == cnp.NPY_FLOAT:
-                fo_adam_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
-                            <float **>(c.ptr + 2 * c.k), <float **>(c.ptr + 3 * c.k), c.n,
-                            step, lr, b1, b2, eps)
-            else:
-                fo_adam_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
-                            <double **>(c.ptr + 2 * c.k), <double **>(c.ptr + 3 * c.k), c.n,
-                            step, lr, b1, b2, eps)
+        if c.total < NOGIL_MIN:
+            _adam(&c, step, lr, b1, b2, eps)
+        else:
+            with nogil:
+                _adam(&c, step, lr, b1, b2, eps)
     finally:
         _free(&c)
 
@@ -326,22 +362,15 @@ def ceiling_adam(parameters, grads, v, s):
     """The Adam step's memory traffic with trivial arithmetic (benchmarks only):
     m += g; s += g; p += g. Takes the fast path's inputs only."""
     cdef Call c
-    c.nstreams = 4
-    c.ptr = NULL; c.n = NULL; c.spans = NULL
+    _init(&c, 4)
     try:
         if not _gather(&c, parameters, grads, v, s):
             raise ValueError("ceiling_adam takes contiguous float32/float64 arrays only")
-        with nogil:
-            if c.k == 0:
-                pass
-            elif c.typenum == cnp.NPY_FLOAT:
-                fo_ceiling_adam_f32(c.k, <float **>c.ptr, <float **>(c.ptr + c.k),
-                                    <float **>(c.ptr + 2 * c.k), <float **>(c.ptr + 3 * c.k),
-                                    c.n)
-            else:
-                fo_ceiling_adam_f64(c.k, <double **>c.ptr, <double **>(c.ptr + c.k),
-                                    <double **>(c.ptr + 2 * c.k),
-                                    <double **>(c.ptr + 3 * c.k), c.n)
+        if c.total < NOGIL_MIN:
+            _ceiling(&c)
+        else:
+            with nogil:
+                _ceiling(&c)
     finally:
         _free(&c)
 
