@@ -113,9 +113,9 @@ cdef struct Call:
     size_t total          # elements in all
 
 
-cdef inline bint _fast_array(object obj, int typenum, int ndim, cnp.npy_intp *dims,
-                             bint c_order, bint written):
-    if not cnp.PyArray_Check(obj):
+cdef inline bint _fast_array(PyObject *obj, int typenum, int ndim, cnp.npy_intp *dims,
+                             bint c_order, bint written) noexcept:
+    if not cnp.PyArray_Check(<object>obj):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>obj
     if (cnp.PyArray_TYPE(a) != typenum or cnp.PyArray_NDIM(a) != ndim
@@ -133,13 +133,31 @@ cdef inline bint _fast_array(object obj, int typenum, int ndim, cnp.npy_intp *di
     return True
 
 
+# "W1" -> "dW1", kept so that each call does not build and hash new strings.
+cdef dict _dkeys = {}
+
+cdef inline object _dkey(str key):
+    cdef PyObject *hit = PyDict_GetItem(_dkeys, key)
+    if hit != NULL:
+        return <object>hit
+    if len(_dkeys) > 4096:
+        _dkeys.clear()
+    dkey = "d" + key
+    _dkeys[key] = dkey
+    return dkey
+
+
 cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1) except -1:
     """Fill `c` for the fast path; False sends the call to the fallback."""
-    if not (type(parameters) is dict and type(grads) is dict):
+    cdef PyObject *dicts[4]   # the dicts holding streams 1.. (grads, then state)
+    dicts[1] = <PyObject *>grads
+    dicts[2] = <PyObject *>s0
+    dicts[3] = <PyObject *>s1
+    if type(parameters) is not dict:
         return False
-    cdef object states = (s0, s1)[:c.nstreams - 2]
-    for d in states:
-        if type(d) is not dict:
+    cdef int s
+    for s in range(1, c.nstreams):
+        if type(<object>dicts[s]) is not dict:
             return False
     cdef Py_ssize_t k = len(<dict>parameters)
     c.k = k
@@ -155,12 +173,12 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
     c.n = <size_t *>(c.ptr + 2 * c.nstreams * k)
 
     cdef Py_ssize_t i = 0
-    cdef int s, ndim
+    cdef int ndim
     cdef bint c_order
     cdef cnp.ndarray p
     cdef cnp.npy_intp *dims
-    cdef PyObject *item
-    cdef object arr, dkey
+    cdef PyObject *arr
+    cdef object dkey
     cdef size_t nbytes
     cdef uintptr_t lo
     for key, value in (<dict>parameters).items():
@@ -174,23 +192,20 @@ cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1
         ndim = cnp.PyArray_NDIM(p)
         dims = cnp.PyArray_DIMS(p)
         c_order = cnp.PyArray_IS_C_CONTIGUOUS(p)
-        if not _fast_array(p, c.typenum, ndim, dims, c_order, True):
+        if not _fast_array(<PyObject *>p, c.typenum, ndim, dims, c_order, True):
             return False
         c.n[i] = <size_t>cnp.PyArray_SIZE(p)
         c.total += c.n[i]
         nbytes = c.n[i] * <size_t>cnp.PyArray_ITEMSIZE(p)
-        dkey = "d" + <str>key
+        dkey = _dkey(<str>key)
         for s in range(c.nstreams):
             if s == 0:
-                arr = p
+                arr = <PyObject *>p
             else:
-                item = PyDict_GetItem(grads if s == 1 else states[s - 2], dkey)
-                if item == NULL:
+                arr = PyDict_GetItem(<object>dicts[s], dkey)
+                if arr == NULL or not _fast_array(arr, c.typenum, ndim, dims, c_order, s != 1):
                     return False
-                arr = <object>item
-                if not _fast_array(arr, c.typenum, ndim, dims, c_order, s != 1):
-                    return False
-            Py_INCREF(arr)
+            Py_INCREF(<object>arr)
             c.ptr[c.nstreams * k + c.nrefs] = <void *>arr
             c.nrefs += 1
             lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>arr)
@@ -229,7 +244,7 @@ cdef inline bint _as_double(object x, double *out):
 
 
 cdef inline bint _as_step(object t, int64_t *out):
-    if isinstance(t, np.integer):
+    if type(t) is not int and isinstance(t, np.integer):
         t = int(t)
     if type(t) is int and 1 <= t <= 2**62:
         out[0] = t
