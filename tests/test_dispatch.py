@@ -81,3 +81,21 @@ def test_a_step_allocates_nothing_that_grows_with_the_arrays(dtype):
     small, large = peak(100), peak(2_000_000)
     assert large < 64 * 1024, large
     assert large <= small + 1024, (small, large)
+
+
+def test_thread_count_follows_set_num_threads_and_threadpoolctl():
+    import fastoptim
+
+    if not core.build_info()["openmp"]:
+        pytest.skip("built without OpenMP")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    try:
+        fastoptim.set_num_threads(1)
+        assert fastoptim.get_num_threads() == 1
+        fastoptim.set_num_threads(None)
+        default = fastoptim.get_num_threads()
+        with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+            assert fastoptim.get_num_threads() == 1
+        assert fastoptim.get_num_threads() == default
+    finally:
+        fastoptim.set_num_threads(None)
