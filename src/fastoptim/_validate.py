@@ -119,7 +119,11 @@ def gather(parameters, grads, states=()):
         g = entry[1]
         if id(g) in shared_grads:
             g = g.copy()
-        entry[1] = g.astype(entry[0].dtype, copy=False)
+        # Subclasses (np.matrix, masked arrays) are updated as plain arrays, as
+        # the C kernels do: elementwise, every element.
+        entry[0] = np.asarray(entry[0])
+        entry[1] = np.asarray(g).astype(entry[0].dtype, copy=False)
+        entry[2] = [np.asarray(a) for a in entry[2]]
     return entries
 
 
