@@ -15,16 +15,25 @@ from .course import (
 )
 from ._config import get_num_threads, set_num_threads, show_config
 from .train import schedule_lr_decay, update_lr
+from . import schedules
+from .optim import GD, Adam, Momentum
+from .checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adam",
     "BACKEND",
+    "GD",
+    "Momentum",
     "get_num_threads",
     "initialize_adam",
     "initialize_velocity",
+    "load_checkpoint",
     "random_mini_batches",
+    "save_checkpoint",
     "schedule_lr_decay",
+    "schedules",
     "set_num_threads",
     "show_config",
     "update_parameters_with_adam",

@@ -1,0 +1,202 @@
+"""Learning-rate schedules: callables from a step count to a learning rate.
+
+An optimizer object given a schedule as its `learning_rate` calls it before
+each step with the number of steps taken so far (`optimizer.t`: 0 for the
+first step). A schedule is also a plain function, for loops that set the rate
+themselves, e.g. once per epoch: `optimizer.learning_rate = schedule(epoch)`.
+
+The course's two decays keep its names and give exactly its values:
+`UpdateLR(learning_rate0, decay_rate)(n) == update_lr(learning_rate0, n, decay_rate)`
+and likewise `ScheduleLRDecay` and `schedule_lr_decay`.
+"""
+import math
+import numbers
+import operator
+
+import numpy as np
+
+from . import _validate as check
+
+__all__ = ["CosineDecay", "ExponentialDecay", "Schedule", "ScheduleLRDecay", "StepDecay",
+           "UpdateLR"]
+
+
+class Schedule:
+    """Base class. Subclasses set `_args` (constructor argument names) and
+    define `_value(step)`; equal arguments make equal schedules, and an
+    optimizer's state_dict() stores them (see `to_state` / `from_state`)."""
+
+    _args = ()
+
+    def __call__(self, step):
+        if isinstance(step, (bool, np.bool_)):
+            raise TypeError("step must be an integer, got bool")
+        try:
+            n = operator.index(step)
+        except TypeError:
+            raise TypeError(f"step must be an integer, got {type(step).__name__}") from None
+        if n < 0:
+            raise ValueError(f"step must be >= 0, got {n}")
+        return self._value(n)
+
+    def _value(self, n):
+        raise NotImplementedError
+
+    def config(self):
+        """The constructor's arguments, as a dict."""
+        return {name: getattr(self, name) for name in self._args}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.config() == self.config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(self.config().items())))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class UpdateLR(Schedule):
+    """The course's `update_lr`: 1 / (1 + decay_rate * step) * learning_rate0."""
+
+    _args = ("learning_rate0", "decay_rate")
+
+    def __init__(self, learning_rate0, decay_rate):
+        self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
+        self.decay_rate = _rate(decay_rate, "decay_rate")
+
+    def _value(self, n):
+        return 1 / (1 + self.decay_rate * n) * self.learning_rate0
+
+
+class ScheduleLRDecay(Schedule):
+    """The course's `schedule_lr_decay`:
+    1 / (1 + decay_rate * floor(step / time_interval)) * learning_rate0."""
+
+    _args = ("learning_rate0", "decay_rate", "time_interval")
+
+    def __init__(self, learning_rate0, decay_rate, time_interval=1000):
+        self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
+        self.decay_rate = _rate(decay_rate, "decay_rate")
+        self.time_interval = _positive(time_interval, "time_interval")
+
+    def _value(self, n):
+        return 1 / (1 + self.decay_rate * (n // self.time_interval)) * self.learning_rate0
+
+
+class ExponentialDecay(Schedule):
+    """learning_rate0 * decay_rate ** (step / decay_steps): the course's
+    exponential decay (0.95 ** epoch_num * learning_rate0) with decay_steps=1."""
+
+    _args = ("learning_rate0", "decay_rate", "decay_steps")
+
+    def __init__(self, learning_rate0, decay_rate, decay_steps=1):
+        self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
+        self.decay_rate = _rate(decay_rate, "decay_rate")
+        self.decay_steps = _positive(decay_steps, "decay_steps")
+
+    def _value(self, n):
+        return self.learning_rate0 * self.decay_rate ** (n / self.decay_steps)
+
+
+class StepDecay(Schedule):
+    """learning_rate0 * gamma ** floor(step / step_size), as torch's StepLR."""
+
+    _args = ("learning_rate0", "step_size", "gamma")
+
+    def __init__(self, learning_rate0, step_size, gamma=0.1):
+        self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
+        self.step_size = _count(step_size, "step_size", minimum=1)
+        self.gamma = _rate(gamma, "gamma")
+
+    def _value(self, n):
+        return self.learning_rate0 * self.gamma ** (n // self.step_size)
+
+
+class CosineDecay(Schedule):
+    """Linear warmup, then cosine decay (optax's warmup_cosine_decay_schedule
+    with init_value 0):
+
+    - step < warmup_steps: learning_rate0 * step / warmup_steps (0 at step 0);
+    - then over the rest of decay_steps (which includes the warmup):
+      eta_min + (learning_rate0 - eta_min) * (1 + cos(pi * progress)) / 2,
+      progress = (step - warmup_steps) / (decay_steps - warmup_steps);
+    - step >= decay_steps: eta_min.
+    """
+
+    _args = ("learning_rate0", "decay_steps", "warmup_steps", "eta_min")
+
+    def __init__(self, learning_rate0, decay_steps, warmup_steps=0, eta_min=0.0):
+        self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
+        self.decay_steps = _count(decay_steps, "decay_steps", minimum=1)
+        self.warmup_steps = _count(warmup_steps, "warmup_steps", minimum=0)
+        self.eta_min = _rate(eta_min, "eta_min")
+        if self.warmup_steps > self.decay_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be <= decay_steps "
+                f"({self.decay_steps}): decay_steps counts the warmup too")
+
+    def _value(self, n):
+        if n < self.warmup_steps:
+            return self.learning_rate0 * n / self.warmup_steps
+        if n >= self.decay_steps:
+            return self.eta_min
+        progress = (n - self.warmup_steps) / (self.decay_steps - self.warmup_steps)
+        return self.eta_min + (self.learning_rate0 - self.eta_min) * 0.5 * (
+            1.0 + math.cos(math.pi * progress))
+
+
+SCHEDULES = {cls.__name__: cls for cls in
+             (UpdateLR, ScheduleLRDecay, ExponentialDecay, StepDecay, CosineDecay)}
+
+
+def to_state(schedule):
+    """A schedule of this module as flat scalars (for state_dict); None for
+    any other callable."""
+    if type(schedule) not in SCHEDULES.values():
+        return None
+    state = {"schedule": type(schedule).__name__}
+    state.update(schedule.config())
+    return state
+
+
+def from_state(state):
+    """The schedule `to_state` described; `state` maps names to scalars (or
+    0-d arrays, as np.load returns them)."""
+    name = _scalar(state["schedule"])
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {name!r}; known: "
+                         f"{', '.join(sorted(SCHEDULES))}")
+    cls = SCHEDULES[name]
+    missing = [a for a in cls._args if a not in state]
+    if missing:
+        raise KeyError(f"learning-rate schedule {name} needs {missing[0]!r}")
+    return cls(**{a: _scalar(state[a]) for a in cls._args})
+
+
+def _scalar(x):
+    return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
+
+def _rate(value, name):
+    return check.learning_rate(value, name)
+
+
+def _positive(value, name):
+    x = check.learning_rate(value, name)
+    if not x > 0.0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return int(x) if isinstance(value, numbers.Integral) else x
+
+
+def _count(value, name, minimum):
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, got bool")
+    try:
+        n = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
