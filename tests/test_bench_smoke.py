@@ -11,7 +11,8 @@ import pytest
 
 from fastoptim import _bench, _seed
 
-CONTENDERS = ["fastoptim C", "fastoptim numpy", "seed numpy", "torch fused", "ceiling"]
+CONTENDERS = ["fastoptim C", _bench.OBJECT, "fastoptim numpy", "seed numpy", "torch fused",
+              "ceiling"]
 TIMED_COLUMNS = ["ns/elem", "per call", "GB/s", "% ceiling", "C speed-up"]
 TINY = ["--quick", "--rounds", "1", "--min-ms", "0.2"]
 
@@ -67,7 +68,7 @@ def test_bench_prints_every_contender_size_and_target():
 
     targets = text[text.index("targets (BENCH.md"):].splitlines()[1:]
     verdicts = [line.split()[-1] for line in targets if line.startswith("  ")]
-    assert len(verdicts) == 2 * 6 + 3
+    assert len(verdicts) == 2 * 6 + 5
     assert set(verdicts) <= {"PASS", "FAIL", "n/a"}
     # Sizes not run are reported as such, never judged.
     assert all(line.split()[-1] == "n/a" for line in targets if "n=1e7" in line)
@@ -163,6 +164,9 @@ def test_every_contender_takes_the_same_adam_step():
         if name == "torch fused":
             tensors = step.__self__.param_groups[0]["params"]
             params = {k: x.detach().numpy() for k, x in zip(inputs.parameters, tensors)}
+            expected = reference((1, 2))
+        elif name == _bench.OBJECT:  # counts its own steps too
+            params = step.func.__self__.parameters
             expected = reference((1, 2))
         else:
             params = step.args[0]

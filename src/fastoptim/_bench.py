@@ -25,6 +25,7 @@ import tracemalloc
 import numpy as np
 
 SUBJECT = "fastoptim C"
+OBJECT = "fastoptim Adam()"  # the optimizer object: arena, one C call per step
 CEILING = "ceiling"
 
 # The hyperparameters every contender uses, and a fixed step (the cost of a step
@@ -157,6 +158,15 @@ def _torch():
 def _adam_c(inputs):
     p, v, s = inputs.fresh()
     return functools.partial(_core().adam, p, inputs.grads, v, s, STEP, LR, BETA1, BETA2, EPS)
+
+
+@contender("adam", OBJECT)
+def _adam_object(inputs):
+    from .optim import Adam
+
+    p, _, _ = inputs.fresh()
+    opt = Adam(p, learning_rate=LR, beta1=BETA1, beta2=BETA2, epsilon=EPS)
+    return functools.partial(opt.step, inputs.grads)
 
 
 @contender("adam", "fastoptim numpy")
@@ -332,6 +342,10 @@ def targets(results, dtypes, memory):
           ratio(results, ("model", "course", "float64"), "seed numpy", SUBJECT), 20)
     check("MLP float32: vs torch fused",
           ratio(results, ("model", "mlp", "float32"), "torch fused", SUBJECT), 2)
+    check("course net float64, Adam(): vs seed numpy",
+          ratio(results, ("model", "course", "float64"), "seed numpy", OBJECT), 40)
+    check("MLP float32, Adam(): vs torch fused",
+          ratio(results, ("model", "mlp", "float32"), "torch fused", OBJECT), 2.5)
     if memory and SUBJECT in memory[1]:
         n, peaks = memory
         peak = peaks[SUBJECT]
@@ -413,6 +427,12 @@ def _setup(args, out):
     print(f"protocol: contenders interleaved, best of {args.rounds} rounds, samples >= "
           f"{args.min_ms:g} ms; ratios within this run are what count on a shared machine",
           file=out)
+    load = os.getloadavg()[0]
+    if threads > 1 and load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.2f}: other processes hold cores, and a parallel "
+              f"call waits for its slowest thread; multi-threaded figures (fastoptim C above "
+              f"its serial threshold, the ceiling, torch at every size) will be erratic",
+              file=out)
     return threads
 
 
@@ -482,7 +502,8 @@ def main(argv=None, out=None):
         skipped.update(run_problems([vector(n, dt) for n in sizes], adam, args.rounds, min_ns,
                                     out, results))
     if args.models:
-        print(f"\n{adam.title}, whole-model steps (dict API, one call per step)", file=out)
+        print(f"\n{adam.title}, whole-model steps (one call per step; {OBJECT}: the object API)",
+              file=out)
         print(HEADER, file=out)
         skipped.update(run_problems([course_net(), mlp()], adam, args.rounds, min_ns, out,
                                     results))
