@@ -52,7 +52,10 @@ def step(value, name="t"):
 def _real(value, name):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float's range: report it as out of range
+        return math.inf if value > 0 else -math.inf
 
 
 def check_dict(name, d):
