@@ -56,9 +56,11 @@ def adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon):
     beta2 = check.beta(beta2, "beta2")
     eps = check.epsilon(epsilon)
     # Per-step scalars in double, once per call; the per-element work below is
-    # in the arrays' dtype.
-    step = lr / (1.0 - beta1**t)
-    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
+    # in the arrays' dtype. beta**t is 0 long before t = 2**64 for any beta < 1;
+    # the cap keeps float(t) from overflowing for larger t.
+    tf = float(min(t, 2**64))
+    step = lr / (1.0 - beta1**tf)
+    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**tf)
     for p, g, (m, sq) in check.gather(parameters, grads, (("v", v), ("s", s))):
         m *= beta1
         m += (1.0 - beta1) * g
