@@ -60,12 +60,17 @@ cdef class ObjectPlan:
         PyMem_Free(self.groups[0].ptr)
         PyMem_Free(self.groups[1].ptr)
 
-    def step(self, object grads, int64_t t, double lr):
-        """One update; t >= 1 and lr are already checked by the caller."""
+    def step(self, object grads, object step_count, double lr):
+        """One update; t >= 1 and lr are already checked by the caller. Counts
+        past 2**62 return False: the fallback (Python ints) takes them."""
         cdef Py_ssize_t i
         cdef PyObject *item
         cdef uintptr_t lo
         cdef ObjGroup *G
+        cdef int64_t t
+        if step_count > 2**62:
+            return False
+        t = step_count
         if type(grads) is not dict:
             return False
         for i in range(self.k):
