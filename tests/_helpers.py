@@ -187,6 +187,10 @@ def _reference(update, dtype, p, g, states, hyper):
                 p - lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)
     """
     e, tiny, _ = _units(dtype)
+
+    def stored(a):
+        return a.astype(dtype).astype(np.float64)
+
     p = np.asarray(p, np.float64)
     g = np.asarray(g, np.float64)
     st = [np.asarray(s, np.float64) for s in states]
@@ -203,7 +207,7 @@ def _reference(update, dtype, p, g, states, hyper):
             (v,) = st
             v1 = beta * v + (1 - beta) * g
             ev = e * (abs(beta * v) + abs((1 - beta) * g)) + tiny
-            new = p - lr * v1
+            new = p - lr * stored(v1)
             ep = lr * ev + e * (abs(p) + abs(lr * v1)) + tiny
             ok_v = fin(v) & fin(g)
             return {"v": (v1, ev, ok_v), "p": (new, ep, ok_v & fin(p))}
@@ -215,10 +219,14 @@ def _reference(update, dtype, p, g, states, hyper):
         em = e * (abs(b1 * m) + abs((1 - b1) * g)) + tiny
         v1 = b2 * v + (1 - b2) * g * g
         ev = e * (abs(b2 * v) + (1 - b2) * g * g) + tiny
-        bc1 = 1 - b1 ** float(t)
-        bc2 = 1 - b2 ** float(t)
-        m_hat = m1 / bc1
-        v_hat = v1 / bc2
+        # beta ** t is 0 long before t = 2**64 for any beta < 1
+        bc1 = 1 - b1 ** float(min(t, 2**64))
+        bc2 = 1 - b2 ** float(min(t, 2**64))
+        # The parameter update reads the state as stored, in the array's dtype: a
+        # second moment beyond its range is Inf and the update then exactly 0.
+        ms, vs = stored(m1), stored(v1)
+        m_hat = ms / bc1
+        v_hat = vs / bc2
         den = np.sqrt(v_hat) + eps
         upd = lr * m_hat / den
         new = p - upd
@@ -236,6 +244,7 @@ def _reference(update, dtype, p, g, states, hyper):
                         + abs(num) * eden / np.where(gap > 0, den * gap, 1.0)
                         + e * abs(upd),
                         np.inf)
+        eupd = np.where(np.isinf(vs) & np.isfinite(ms), 0.0, eupd)
         ep = eupd + e * (abs(p) + abs(upd)) + tiny
         ok_m = fin(m) & fin(g)
         ok_v = fin(v) & fin(g)
