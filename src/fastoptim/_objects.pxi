@@ -25,7 +25,7 @@ cdef struct ObjGroup:
 cdef class ObjectPlan:
     """The pointers of one optimizer's parameters and state, by dtype.
 
-    step(grads, t, lr) returns False, having written nothing, when a gradient is
+    run(grads, t, lr) returns False, having written nothing, when a gradient is
     missing or unusual (the caller then runs the NumPy fallback, which raises the
     right error or performs the update)."""
     cdef int algo, nstreams, ngroups
@@ -60,17 +60,13 @@ cdef class ObjectPlan:
         PyMem_Free(self.groups[0].ptr)
         PyMem_Free(self.groups[1].ptr)
 
-    def step(self, object grads, object step_count, double lr):
-        """One update; t >= 1 and lr are already checked by the caller. Counts
-        past 2**62 return False: the fallback (Python ints) takes them."""
+    cdef bint run(self, object grads, int64_t t, double lr) except -1:
+        """One update (1 <= t <= 2**62 and lr checked by the caller); False,
+        having written nothing, when a gradient cannot take the C path."""
         cdef Py_ssize_t i
         cdef PyObject *item
         cdef uintptr_t lo
         cdef ObjGroup *G
-        cdef int64_t t
-        if step_count > 2**62:
-            return False
-        t = step_count
         if type(grads) is not dict:
             return False
         for i in range(self.k):
@@ -158,6 +154,28 @@ cdef class ObjectPlan:
                     fo_adam_f64(G.k, <double **>G.ptr, <double **>(G.ptr + G.k),
                                 <double **>(G.ptr + 2 * G.k), <double **>(G.ptr + 3 * G.k),
                                 G.n, t, lr, self.beta1, self.beta2, self.epsilon)
+
+
+cdef class OptimizerBase:
+    """The C backend's base of fastoptim.optim.Optimizer: its step, with the
+    learning rate and plan in C fields so that a step costs one method call
+    (optim._Stepper is the same step for the NumPy backend)."""
+    cdef public object _t             # a Python int: steps taken
+    cdef public double _lr
+    cdef public object _schedule      # None, or a callable given the step count
+    cdef public ObjectPlan _plan      # None: every step through the fallback
+
+    def step(self, grads):
+        """One update of every parameter from grads["d" + key], in place; then t += 1."""
+        cdef object t = self._t + 1
+        cdef double lr = self._lr
+        if self._schedule is not None:
+            lr = self._scheduled_lr(self._t)
+        # Counts past 2**62 (restored by load_state_dict) go to the fallback,
+        # which takes any Python int.
+        if self._plan is None or t > 2**62 or not self._plan.run(grads, t, lr):
+            self._fallback_update(grads, t, lr)
+        self._t = t
 
 
 cdef bint _obj_eligible(object a):

@@ -43,7 +43,19 @@ _PAGE = 4096
 _STAGGER = 640
 
 
-class Optimizer:
+class _Stepper:
+    """The step, for the NumPy backend. The C backend's twin, with the same
+    logic, is _core.OptimizerBase.step (a step there is one method call)."""
+
+    def step(self, grads):
+        """One update of every parameter from grads["d" + key], in place; then t += 1."""
+        t = self._t
+        lr = self._lr if self._schedule is None else self._scheduled_lr(t)
+        self._fallback_update(grads, t + 1, lr)
+        self._t = t + 1
+
+
+class Optimizer(getattr(_impl, "OptimizerBase", _Stepper)):
     """Base class: parameters, state, the step count `t` and the learning rate.
 
     A subclass sets `_algo` (its C kernel), `_state_names` (the course's names
@@ -79,16 +91,7 @@ class Optimizer:
         if self._arena:
             parameters.update(params)
 
-    # --- the step ----------------------------------------------------------------
-
-    def step(self, grads):
-        """One update of every parameter from grads["d" + key], in place; then t += 1."""
-        t = self._t
-        lr = self._lr if self._schedule is None else self._scheduled_lr(t)
-        plan = self._plan
-        if plan is None or not plan.step(grads, t + 1, lr):
-            self._fallback_update(grads, t + 1, lr)
-        self._t = t + 1
+    # --- the step (step() itself: see _Stepper) ---------------------------------------
 
     def _fallback_update(self, grads, t, lr):
         raise NotImplementedError
