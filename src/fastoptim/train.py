@@ -6,6 +6,7 @@ trains, shows progress, and prints a table with the final cost, the training
 accuracy, the time per epoch, and the time the optimizer updates take with the
 compiled backend and with the NumPy fallback, measured on identical inputs.
 """
+import os
 import sys
 import time
 
@@ -38,7 +39,8 @@ def update_lr(learning_rate0, epoch_num, decay_rate):
 
 
 def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
-    """The course's decay in steps: learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
+    """The course's decay in steps, once every `time_interval` epochs:
+    learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
     return 1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0
 
 
@@ -183,6 +185,10 @@ def main(argv=None):
         parser.error("--mini-batch-size must be >= 1")
     if not (np.isfinite(args.learning_rate) and args.learning_rate >= 0):
         parser.error("--learning-rate must be finite and >= 0")
+    if not (np.isfinite(args.decay_rate) and args.decay_rate >= 0):
+        parser.error("--decay-rate must be finite and >= 0")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        parser.error(f"--plot: the folder of {args.plot!r} does not exist")
 
     backends = _backends()
     chosen = args.backend or _default_backend()
@@ -245,8 +251,10 @@ class _Run:
         self.accuracy = None
         self.parameters = None
         self.train_seconds = 0.0
-        self.update_seconds = {}  # backend -> total seconds in updates
+        self.update_seconds = 0.0  # the training backend's updates, every step
         self.steps = 0
+        self.per_step = {}         # backend -> mean seconds of one update, compared steps
+        self.compared = 0
 
 
 def _run(optimizer, X, Y, args, backends, chosen):
@@ -255,19 +263,18 @@ def _run(optimizer, X, Y, args, backends, chosen):
     state = initial_state(optimizer, parameters)
     steps = {name: update_step(optimizer, b.gd, b.momentum, b.adam)
              for name, b in backends.items()}
-    timed = _TimedStep(steps, chosen, parameters, state)
+    batches = -(-X.shape[1] // args.mini_batch_size)
+    stride = max(1, args.epochs * batches // COMPARED_STEPS)
+    timed = _TimedStep(steps, chosen, parameters, state, stride)
     epochs = train_epochs(X, Y, parameters, state, timed, args.learning_rate,
                           args.mini_batch_size, args.epochs, DECAYS[args.decay], args.decay_rate)
     every = max(1, args.epochs // 100)  # points on the cost curve
     bar = _progress(args.epochs, OPTIMIZER_NAMES[optimizer])
+    clock = time.perf_counter
     try:
-        while True:
-            start = time.perf_counter()
-            try:
-                i, cost, lr = next(epochs)
-            except StopIteration:
-                break
-            run.train_seconds += time.perf_counter() - start
+        start = clock()
+        for i, cost, lr in epochs:
+            run.train_seconds += clock() - start
             if i % every == 0 or i == args.epochs - 1:
                 run.costs.append((i, cost))
             if i % 1000 == 0:
@@ -276,56 +283,79 @@ def _run(optimizer, X, Y, args, backends, chosen):
                     bar.write("learning rate after epoch %i: %f" % (i, lr))
             bar.update(1)
             run.final_cost = cost
+            start = clock()
     finally:
         bar.close()
     # The comparison's copies and extra update are not part of training.
     run.train_seconds -= timed.overhead
-    run.update_seconds = timed.seconds
+    run.update_seconds = timed.total
     run.steps = timed.calls
+    run.compared = timed.compared
+    run.per_step = timed.per_step()
     run.parameters = parameters
     run.accuracy = accuracy(X, Y, parameters)
     print("Accuracy: %.1f%%" % run.accuracy)
     return run
 
 
-class _TimedStep:
-    """Performs each update with the chosen backend and times it; times every
-    other backend on a copy of the same parameters and state, interleaved
-    (the order alternates), so both see identical inputs."""
+COMPARED_STEPS = 5000  # at most this many updates per run are timed on every backend
 
-    def __init__(self, steps, chosen, parameters, state):
+
+class _TimedStep:
+    """Performs each update with the chosen backend and times it. Every
+    `stride`-th update is also made by each other backend, on a copy of the
+    same parameters and state, interleaved with the real one (the order
+    alternates), so the backends are compared on identical inputs."""
+
+    def __init__(self, steps, chosen, parameters, state, stride=1):
         self.step = steps[chosen]
         self.chosen = chosen
         self.others = [(name, step, _copy(parameters), tuple(_copy(d) for d in state))
                        for name, step in steps.items() if name != chosen]
-        self.seconds = dict.fromkeys(steps, 0.0)
-        self.overhead = 0.0
+        self.stride = stride
         self.calls = 0
+        self.total = 0.0      # the chosen backend, every call
+        self.compared = 0
+        self.paired = dict.fromkeys(steps, 0.0)  # every backend, compared calls only
+        self.overhead = 0.0   # time spent on the comparison
 
     def __call__(self, parameters, grads, state, t, lr):
         clock = time.perf_counter
         self.calls += 1
+        if not self.others or self.calls % self.stride:
+            start = clock()
+            self.step(parameters, grads, state, t, lr)
+            self.total += clock() - start
+            return
+        self.compared += 1
         start = clock()
         for _, _, p_copy, state_copy in self.others:
             _copy_into(p_copy, parameters)
             for d_copy, d in zip(state_copy, state):
                 _copy_into(d_copy, d)
         copied = clock()
-        chosen_first = self.calls % 2 == 0
+        chosen_first = self.compared % 2 == 0
         if chosen_first:
             self.step(parameters, grads, state, t, lr)
         chosen_done = clock()
         for name, step, p_copy, state_copy in self.others:
             t0 = clock()
             step(p_copy, grads, state_copy, t, lr)
-            self.seconds[name] += clock() - t0
+            self.paired[name] += clock() - t0
         others_done = clock()
         if not chosen_first:
             self.step(parameters, grads, state, t, lr)
         end = clock()
         chosen_seconds = (chosen_done - copied) + (end - others_done)
-        self.seconds[self.chosen] += chosen_seconds
+        self.paired[self.chosen] += chosen_seconds
+        self.total += chosen_seconds
         self.overhead += (end - start) - chosen_seconds
+
+    def per_step(self):
+        """Mean seconds of one update for each backend."""
+        if not self.others:
+            return {self.chosen: self.total / max(self.calls, 1)}
+        return {name: s / max(self.compared, 1) for name, s in self.paired.items()}
 
 
 def _copy(d):
@@ -393,7 +423,9 @@ def _header(args, chosen):
     from ._config import config
 
     info = config()
-    backend = f"{chosen} ({info['isa_in_use']})" if chosen == "c" and "isa_in_use" in info else chosen
+    backend = chosen
+    if chosen == "c" and "isa_in_use" in info:
+        backend = f"c ({info['isa_in_use']})"
     decay = "" if args.decay == "none" else f", {args.decay} decay (rate {args.decay_rate:g})"
     return (f"fastoptim {__version__}, training with the {backend} backend\n"
             f"moons data (300 points), network {COURSE_LAYERS}, {args.epochs} epochs, "
@@ -401,41 +433,44 @@ def _header(args, chosen):
 
 
 def _table(runs, args, chosen):
-    has_c = "c" in runs[0].update_seconds
+    has_c = "c" in runs[0].per_step
     head = ("optimizer", "final cost", "accuracy", "course", "ms/epoch",
             "update C", "update NumPy", "C speed-up")
     rows = []
     for run in runs:
         course_acc = _course_accuracy(run.optimizer, args)
-        per_step = {k: 1e6 * s / max(run.steps, 1) for k, s in run.update_seconds.items()}
+        us = {k: 1e6 * s for k, s in run.per_step.items()}
         rows.append((
             OPTIMIZER_NAMES[run.optimizer],
             f"{run.final_cost:.6f}",
             f"{run.accuracy:.1f}%",
             "-" if course_acc is None else f"{course_acc:.1f}%",
             f"{1e3 * run.train_seconds / args.epochs:.3f}",
-            f"{per_step['c']:.2f} us" if has_c else "n/a",
-            f"{per_step['numpy']:.2f} us",
-            f"{per_step['numpy'] / per_step['c']:.1f}x" if has_c and per_step["c"] > 0 else "n/a",
+            f"{us['c']:.2f} us" if has_c else "n/a",
+            f"{us['numpy']:.2f} us" if "numpy" in us else "n/a",
+            f"{us['numpy'] / us['c']:.1f}x" if len(us) == 2 and us["c"] > 0 else "n/a",
         ))
     widths = [max(len(r[j]) for r in rows + [head]) for j in range(len(head))]
-    line = lambda r: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)  # noqa: E731
-                               for j, (c, w) in enumerate(zip(r, widths)))
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if j == 0 else c.rjust(w)
+                         for j, (c, w) in enumerate(zip(cells, widths)))
+
     out = [line(head), line(["-" * w for w in widths])] + [line(r) for r in rows]
-    total = {k: sum(r.update_seconds[k] for r in runs) for k in runs[0].update_seconds}
-    train = sum(r.train_seconds for r in runs)
-    steps = runs[0].steps
+    run = runs[0]
     out.append("")
-    out.append(f"accuracy: on the training set; course: the course's published accuracy for "
-               f"this setting.")
-    out.append(f"update: time per optimizer step ({steps} steps per optimizer), both backends "
-               f"on identical inputs, interleaved; training used the {chosen} backend.")
+    out.append("accuracy: on the training set; course: the course's published accuracy "
+               "for this setting")
     if has_c:
-        out.append(f"time in updates, all optimizers: C {total['c']:.3f} s, "
-                   f"NumPy {total['numpy']:.3f} s; training took {train:.2f} s in all.")
+        out.append(f"update: mean time of one optimizer step, both backends on the same "
+                   f"{run.compared} of {run.steps} steps, identical inputs, interleaved")
     else:
-        out.append(f"time in updates, all optimizers: NumPy {total['numpy']:.3f} s "
-                   f"(the compiled backend is not available); training took {train:.2f} s.")
+        out.append("update: mean time of one optimizer step (the compiled backend is not "
+                   "available)")
+    updates = sum(r.update_seconds for r in runs)
+    training = sum(r.train_seconds for r in runs)
+    out.append(f"the {chosen} backend trained: {updates:.3f} s in updates of "
+               f"{training:.2f} s training in all")
     return "\n".join(out)
 
 
