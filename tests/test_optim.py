@@ -576,3 +576,33 @@ def test_repr_names_the_hyperparameters():
 def test_public_names():
     assert fo.Adam is optim.Adam and fo.GD is optim.GD and fo.Momentum is optim.Momentum
     assert issubclass(fo.Adam, optim.Optimizer)
+
+
+@pytest.mark.skipif(fo.BACKEND != "c", reason="the C step releases the GIL")
+def test_concurrent_steps_of_one_optimizer_are_refused_not_corrupting():
+    """Two threads stepping one optimizer: each step either runs whole or
+    raises RuntimeError (never a crash or a mixed update)."""
+    import threading
+
+    params, grads = make(np.float32, {"W": (1000, 1000)}, steps=1)
+    start = copy(params)
+    opt = fo.Adam(params)
+    done, refused = [], []
+
+    def work():
+        for _ in range(15):
+            try:
+                opt.step(grads[0])
+                done.append(1)
+            except RuntimeError as exc:
+                assert "two threads" in str(exc)
+                refused.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(done) + len(refused) == 30 and opt.t == len(done)
+    exp, _ = dict_api_run(fo.Adam, start, grads * len(done), [0.01] * len(done))
+    assert_bitwise(params, exp)

@@ -46,6 +46,7 @@ cdef class ObjectPlan:
     cdef uintptr_t *whi
     cdef Py_ssize_t nw
     cdef object _refs            # keeps every array and key alive
+    cdef bint busy               # a step is running with the GIL released
     cdef public double beta, beta1, beta2, epsilon
 
     def __cinit__(self):
@@ -67,6 +68,8 @@ cdef class ObjectPlan:
         cdef PyObject *item
         cdef uintptr_t lo
         cdef ObjGroup *G
+        if self.busy:
+            raise RuntimeError("step() of one optimizer was called from two threads at once")
         if type(grads) is not dict:
             return False
         for i in range(self.k):
@@ -88,10 +91,12 @@ cdef class ObjectPlan:
         # a gradient (e.g. clear the dict): hold one for the whole call.
         for i in range(self.k):
             Py_INCREF(<object>self.grads[i])
+        self.busy = True
         try:
             with nogil:
                 self._run(t, lr)
         finally:
+            self.busy = False
             for i in range(self.k):
                 Py_XDECREF(self.grads[i])
         return True
