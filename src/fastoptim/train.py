@@ -168,7 +168,8 @@ def _parser():
     p.add_argument("--decay-rate", type=float, default=1.0, help="default: 1")
     p.add_argument("--backend", choices=("c", "numpy"), default=None,
                    help="backend that performs the training updates (default: fastoptim's); "
-                        "the other one is timed on identical copies of each update")
+                        "the other one is timed on copies of the same inputs, on a sample "
+                        "of the steps")
     p.add_argument("--plot", metavar="FILE.png",
                    help="write the cost curves and decision boundaries to this PNG "
                         "(needs matplotlib)")
