@@ -199,8 +199,11 @@ def object_plan(str algo, list keys, list arrays):
     when an array cannot take the C path (the object then always uses the
     fallback). The caller has checked the arrays (writeable, not overlapping,
     state shaped and laid out like its parameter)."""
+    algos = {"gd": OBJ_GD, "momentum": OBJ_MOMENTUM, "adam": OBJ_ADAM}
+    if algo not in algos:  # no C kernel for it here: the fallback takes every step
+        return None
     cdef ObjectPlan plan = ObjectPlan.__new__(ObjectPlan)
-    plan.algo = {"gd": OBJ_GD, "momentum": OBJ_MOMENTUM, "adam": OBJ_ADAM}[algo]
+    plan.algo = algos[algo]
     plan.nstreams = 2 + (plan.algo == OBJ_MOMENTUM) + 2 * (plan.algo == OBJ_ADAM)
     cdef Py_ssize_t k = len(keys), i, j, s
     cdef list typenums = []

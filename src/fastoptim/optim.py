@@ -80,7 +80,7 @@ class Optimizer(getattr(_impl, "OptimizerBase", _Stepper)):
         params, self._state, self._buffers = _build(arrays, self._state_names, self._arena)
         self._params = params
         self._plan = None
-        if _object_plan is not None:
+        if _object_plan is not None and self._algo is not None:
             keys = list(params)
             rows = [[params[k]] + [self._state[s]["d" + k] for s in self._state_names]
                     for k in keys]
