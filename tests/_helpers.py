@@ -239,10 +239,10 @@ def _reference(update, dtype, p, g, states, hyper):
         num = (lr / bc1) * m1
         enum = (lr / bc1) * em + e * abs(num) + tiny  # the product may underflow
         gap = den - eden
-        eupd = np.where(gap > 0,
-                        enum / np.where(gap > 0, gap, 1.0)
-                        + abs(num) * eden / np.where(gap > 0, den * gap, 1.0)
-                        + e * abs(upd),
+        # N'/D' - N/D = (N'-N)/D' + (N/D)(D-D')/D'; grouped so that no
+        # product of two small terms underflows
+        safe_gap = np.where(gap > 0, gap, 1.0)
+        eupd = np.where(gap > 0, enum / safe_gap + abs(upd) * (eden / safe_gap) + e * abs(upd),
                         np.inf)
         eupd = np.where(np.isinf(vs) & np.isfinite(ms), 0.0, eupd)
         ep = eupd + e * (abs(p) + abs(upd)) + tiny

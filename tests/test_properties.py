@@ -346,8 +346,8 @@ def build(update, dtype, seed, cases, shape):
             u = raw[1:].view(p.dtype).reshape(shape)
             u[...] = p
             p = u
-        elif case == "second_param_same_array" and i > 0:
-            p = params["W0"]
+        elif case == "second_param_same_array" and params:
+            p = next(iter(params.values()))
         k = i if case == "key_not_str" else key
         params[k] = p
         if case != "missing_grad":
