@@ -16,6 +16,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define FO_ATFORK 1
+#endif
 #endif
 
 /* Elements per call below which a single thread does the work (measured on the
@@ -27,6 +31,14 @@
 static const fo_kernels *kern = &fo_kernels_baseline;
 static int isa_in_use = FO_ISA_BASELINE;
 static int num_threads = 0;
+
+/* GNU OpenMP is not fork-safe: a process forked after its parent ran a parallel
+ * region hangs in its first one (multiprocessing's default start method on
+ * Linux). Such a child does every call on one thread. */
+static volatile int parallel_used = 0, forked_child = 0;
+#ifdef FO_ATFORK
+static void after_fork_in_child(void) { forked_child = parallel_used; }
+#endif
 
 int fo_isa_supported(void)
 {
@@ -52,6 +64,11 @@ int fo_init(int max_isa)
                                 : &fo_kernels_baseline;
 #endif
     isa_in_use = isa;
+#ifdef FO_ATFORK
+    static int atfork_registered = 0;
+    if (!atfork_registered)
+        atfork_registered = pthread_atfork(NULL, NULL, after_fork_in_child) == 0;
+#endif
     return isa;
 }
 
@@ -71,6 +88,8 @@ void fo_set_num_threads(int n) { num_threads = n > 0 ? n : 0; }
 int fo_get_num_threads(void)
 {
 #ifdef _OPENMP
+    if (forked_child)
+        return 1;
     return num_threads > 0 ? num_threads : omp_get_max_threads();
 #else
     return 1;
@@ -128,6 +147,7 @@ static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, con
     int nt = fo_get_num_threads();
     if (nt > 1 && total >= FO_PARALLEL_MIN) {
         const size_t align = 64 / elem_size;
+        parallel_used = 1;
 #pragma omp parallel num_threads(nt)
         run_share(k, n, total, align, omp_get_thread_num(), omp_get_num_threads(), range, ctx);
         return;
