@@ -10,6 +10,7 @@
  * calls split the total work (all arrays laid end to end) into one contiguous
  * range per thread, with range ends on 64-byte multiples of element index. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "fastoptim.h"
 #include "kernels.h"

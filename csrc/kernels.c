@@ -5,6 +5,7 @@
  *   -ffp-contract=off no fused multiply-add, so every level gives bitwise the
  *                     same results as the others and as the NumPy fallback. */
 #include <math.h>
+#include <string.h>
 
 #include "kernels.h"
 
@@ -15,25 +16,59 @@
 #define FO_CAT(a, b) FO_CAT_(a, b)
 #define FO_FN(name) FO_CAT(name, FO_ISA)
 
+#if defined(__GNUC__) || defined(__clang__)
+#define FO_INLINE static inline __attribute__((always_inline))
+#else
+#define FO_INLINE static inline
+#endif
+/* Vector types with element-wise arithmetic (gcc >= 9, clang). */
+#if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
+#define FO_VECTOR_EXT 1
+#endif
+
 #define T float
 #define SFX f32
 #define FO_SQRT sqrtf
+#define FO_FABS fabsf
 #include "kernels.inc"
 #undef T
 #undef SFX
 #undef FO_SQRT
+#undef FO_FABS
 
 #define T double
 #define SFX f64
 #define FO_SQRT sqrt
+#define FO_FABS fabs
 #include "kernels.inc"
 #undef T
 #undef SFX
 #undef FO_SQRT
+#undef FO_FABS
 
 const fo_kernels FO_CAT(fo_kernels, FO_ISA) = {
     FO_FN(gd_f32), FO_FN(gd_f64),
     FO_FN(mom_f32), FO_FN(mom_f64),
     FO_FN(adam_f32), FO_FN(adam_f64),
     FO_FN(ceil_f32), FO_FN(ceil_f64),
+    .sgd_f32 = FO_FN(sgd_f32),
+    .adamx_f32 = FO_FN(adamx_f32),
+    .nadam_f32 = FO_FN(nadam_f32),
+    .radam_f32 = FO_FN(radam_f32),
+    .adamax_f32 = FO_FN(adamax_f32),
+    .adagrad_f32 = FO_FN(adagrad_f32),
+    .rmsprop_f32 = FO_FN(rmsprop_f32),
+    .lion_f32 = FO_FN(lion_f32),
+    .sumsq_f32 = FO_FN(sumsq_f32),
+    .ceiln_f32 = FO_FN(ceiln_f32),
+    .sgd_f64 = FO_FN(sgd_f64),
+    .adamx_f64 = FO_FN(adamx_f64),
+    .nadam_f64 = FO_FN(nadam_f64),
+    .radam_f64 = FO_FN(radam_f64),
+    .adamax_f64 = FO_FN(adamax_f64),
+    .adagrad_f64 = FO_FN(adagrad_f64),
+    .rmsprop_f64 = FO_FN(rmsprop_f64),
+    .lion_f64 = FO_FN(lion_f64),
+    .sumsq_f64 = FO_FN(sumsq_f64),
+    .ceiln_f64 = FO_FN(ceiln_f64),
 };

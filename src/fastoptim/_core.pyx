@@ -14,7 +14,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from libc.math cimport isfinite
+from libc.math cimport isfinite, sqrt
 from libc.stdint cimport int64_t, uintptr_t
 
 import os
@@ -54,6 +54,68 @@ cdef extern from "fastoptim.h" nogil:
     void fo_ceiling_adam_f32(size_t k, float **p, float **g, float **m, float **v, size_t *n)
     void fo_ceiling_adam_f64(size_t k, double **p, double **g, double **m, double **v,
                              size_t *n)
+
+    # the family (fastoptim.h)
+    ctypedef struct fo_sgd_opts:
+        double lr, momentum, dampening
+        int nesterov, first, course
+        double grad_scale
+        const double *weight_decay
+    ctypedef struct fo_adam_opts:
+        int64_t t
+        double lr, beta1, beta2, eps
+        int decoupled
+        double grad_scale
+        const double *weight_decay
+    ctypedef struct fo_adagrad_opts:
+        int64_t t
+        double lr, lr_decay, eps
+        double grad_scale
+        const double *weight_decay
+    ctypedef struct fo_rmsprop_opts:
+        double lr, alpha, eps, momentum
+        double grad_scale
+        const double *weight_decay
+    ctypedef struct fo_lion_opts:
+        double lr, beta1, beta2
+        double grad_scale
+        const double *weight_decay
+    void fo_sgd_f32(size_t k, float **p, float **g, float **b, size_t *n, const fo_sgd_opts *o)
+    void fo_sgd_f64(size_t k, double **p, double **g, double **b, size_t *n,
+                    const fo_sgd_opts *o)
+    void fo_adamx_f32(size_t k, float **p, float **g, float **m, float **v, float **vmax,
+                      size_t *n, const fo_adam_opts *o)
+    void fo_adamx_f64(size_t k, double **p, double **g, double **m, double **v, double **vmax,
+                      size_t *n, const fo_adam_opts *o)
+    double fo_nadam_f32(size_t k, float **p, float **g, float **m, float **v, size_t *n,
+                        const fo_adam_opts *o, double momentum_decay, double mu_product)
+    double fo_nadam_f64(size_t k, double **p, double **g, double **m, double **v, size_t *n,
+                        const fo_adam_opts *o, double momentum_decay, double mu_product)
+    void fo_radam_f32(size_t k, float **p, float **g, float **m, float **v, size_t *n,
+                      const fo_adam_opts *o)
+    void fo_radam_f64(size_t k, double **p, double **g, double **m, double **v, size_t *n,
+                      const fo_adam_opts *o)
+    void fo_adamax_f32(size_t k, float **p, float **g, float **m, float **u, size_t *n,
+                       const fo_adam_opts *o)
+    void fo_adamax_f64(size_t k, double **p, double **g, double **m, double **u, size_t *n,
+                       const fo_adam_opts *o)
+    void fo_adagrad_f32(size_t k, float **p, float **g, float **s, size_t *n,
+                        const fo_adagrad_opts *o)
+    void fo_adagrad_f64(size_t k, double **p, double **g, double **s, size_t *n,
+                        const fo_adagrad_opts *o)
+    void fo_rmsprop_f32(size_t k, float **p, float **g, float **sq, float **ga, float **b,
+                        size_t *n, const fo_rmsprop_opts *o)
+    void fo_rmsprop_f64(size_t k, double **p, double **g, double **sq, double **ga, double **b,
+                        size_t *n, const fo_rmsprop_opts *o)
+    void fo_lion_f32(size_t k, float **p, float **g, float **m, size_t *n, const fo_lion_opts *o)
+    void fo_lion_f64(size_t k, double **p, double **g, double **m, size_t *n,
+                     const fo_lion_opts *o)
+    double fo_sumsq_f32(size_t k, float **g, size_t *n, int *nonfinite)
+    double fo_sumsq_f64(size_t k, double **g, size_t *n, int *nonfinite)
+    void fo_ceiling_f32(size_t k, float **p, float **g, float **s1, float **s2, float **s3,
+                        size_t *n)
+    void fo_ceiling_f64(size_t k, double **p, double **g, double **s1, double **s2,
+                        double **s3, size_t *n)
 
 ISA_NAMES = ("baseline", "avx2", "avx512")
 
@@ -111,6 +173,7 @@ cdef struct Call:
     Py_ssize_t nrefs      # arrays held in ptr's second half (see _gather)
     fo_span *spans        # the one allocation: spans, then ptr, then n
     size_t total          # elements in all
+    double *wd            # per-array weight decay (the family), or NULL
 
 
 cdef inline bint _fast_array(PyObject *obj, int typenum, int ndim, cnp.npy_intp *dims,
@@ -147,12 +210,16 @@ cdef inline object _dkey(str key):
     return dkey
 
 
-cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1) except -1:
-    """Fill `c` for the fast path; False sends the call to the fallback."""
-    cdef PyObject *dicts[4]   # the dicts holding streams 1.. (grads, then state)
+cdef bint _gather(Call *c, object parameters, object grads, object s0, object s1,
+                  object s2=None, object s3=None) except -1:
+    """Fill `c` for the fast path; False sends the call to the fallback.
+    Streams 2.. come from s0, s1, ... (the first c.nstreams - 2 of them)."""
+    cdef PyObject *dicts[6]   # the dicts holding streams 1.. (grads, then state)
     dicts[1] = <PyObject *>grads
     dicts[2] = <PyObject *>s0
     dicts[3] = <PyObject *>s1
+    dicts[4] = <PyObject *>s2
+    dicts[5] = <PyObject *>s3
     if type(parameters) is not dict:
         return False
     cdef int s
@@ -225,6 +292,7 @@ cdef inline void _free(Call *c):
         for j in range(c.nrefs):
             Py_XDECREF(<PyObject *>c.ptr[c.nstreams * c.k + j])
     PyMem_Free(c.spans)
+    PyMem_Free(c.wd)
 
 
 # Below this many elements a call keeps the GIL: releasing and retaking it costs
@@ -306,6 +374,7 @@ cdef inline void _init(Call *c, int nstreams) noexcept:
     c.total = 0
     c.spans = NULL
     c.nrefs = 0
+    c.wd = NULL
 
 
 def gd(parameters, grads, learning_rate):
@@ -389,5 +458,438 @@ def ceiling_adam(parameters, grads, v, s):
     finally:
         _free(&c)
 
+
+
+# --- the family ---------------------------------------------------------------------
+# Same pattern: scalars checked, arrays gathered (optional state dicts only when
+# their option is on), per-array weight decay read, one C call. Anything else
+# goes to _fallback, which raises the error or performs the update.
+
+cdef inline bint _nonneg_ok(double x):
+    return isfinite(x) and x >= 0.0
+
+cdef inline bint _as_flag(object x, int *out):
+    if x is True or x is False or isinstance(x, np.bool_):
+        out[0] = 1 if x else 0
+        return True
+    return False
+
+cdef inline bint _as_lr(object x, double *out):
+    return _as_double(x, out) and _lr_ok(out[0])
+
+cdef inline bint _as_beta(object x, double *out):
+    return _as_double(x, out) and _beta_ok(out[0])
+
+cdef inline bint _as_eps(object x, double *out):
+    return _as_double(x, out) and out[0] >= 0.0
+
+cdef inline bint _as_nonneg(object x, double *out):
+    return _as_double(x, out) and _nonneg_ok(out[0])
+
+cdef inline bint _as_scale(object x, double *out):
+    return _as_double(x, out) and isfinite(out[0])
+
+
+cdef bint _decay(Call *c, object parameters, object weight_decay) except -1:
+    """Per-array weight decay into c.wd (left NULL when it is zero everywhere):
+    one real for all, or a dict with exactly the parameters' keys."""
+    cdef double x
+    cdef Py_ssize_t i = 0
+    cdef PyObject *item
+    cdef bint any_decay = False
+    if type(weight_decay) is not dict:
+        if not _as_nonneg(weight_decay, &x):
+            return False
+        if x == 0.0 or c.k == 0:
+            return True
+        c.wd = <double *>PyMem_Malloc(c.k * sizeof(double))
+        if c.wd == NULL:
+            raise MemoryError()
+        for i in range(c.k):
+            c.wd[i] = x
+        return True
+    if len(<dict>weight_decay) != c.k:
+        return False
+    if c.k == 0:
+        return True
+    c.wd = <double *>PyMem_Malloc(c.k * sizeof(double))
+    if c.wd == NULL:
+        raise MemoryError()
+    for key in <dict>parameters:  # the order _gather used
+        if i >= c.k:
+            return False
+        item = PyDict_GetItem(<dict>weight_decay, key)
+        if item == NULL or not _as_nonneg(<object>item, &x):
+            return False
+        c.wd[i] = x
+        any_decay = any_decay or x != 0.0
+        i += 1
+    if i != c.k:
+        return False
+    if not any_decay:
+        PyMem_Free(c.wd)
+        c.wd = NULL
+    return True
+
+
+cdef inline void **_sp(Call *c, int s) noexcept nogil:
+    """Stream s's pointers, or NULL for an absent stream (s < 0)."""
+    return c.ptr + s * c.k if s >= 0 else NULL
+
+
+cdef void _sgd(Call *c, int sb, fo_sgd_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_sgd_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, sb), c.n, o)
+    else:
+        fo_sgd_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, sb), c.n, o)
+
+
+def sgd(parameters, grads, momentum_buffer, t, learning_rate, momentum, dampening, nesterov,
+        weight_decay=0.0, grad_scale=1.0, course=False):
+    """b = mu*b + (1-dampening)*gi (torch: b = gi at t == 1);
+    u = gi + mu*b if nesterov (course: (1-dampening)*gi + mu*b) else b;  p -= lr*u.
+    momentum_buffer None: p -= lr*gi."""
+    cdef fo_sgd_opts o
+    cdef int64_t step
+    cdef Call c
+    args = (parameters, grads, momentum_buffer, t, learning_rate, momentum, dampening,
+            nesterov, weight_decay, grad_scale, course)
+    if not (_as_step(t, &step) and _as_lr(learning_rate, &o.lr)
+            and _as_beta(momentum, &o.momentum)
+            and _as_double(dampening, &o.dampening) and 0.0 <= o.dampening <= 1.0
+            and _as_flag(nesterov, &o.nesterov) and _as_scale(grad_scale, &o.grad_scale)
+            and _as_flag(course, &o.course)
+            and (momentum_buffer is not None or not o.nesterov)):
+        return _fallback.sgd(*args)
+    o.first = step == 1 and not o.course
+    cdef bint has_b = momentum_buffer is not None
+    _init(&c, 2 + has_b)
+    try:
+        if not (_gather(&c, parameters, grads, momentum_buffer, None)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.sgd(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _sgd(&c, 2 if has_b else -1, &o)
+        else:
+            with nogil:
+                _sgd(&c, 2 if has_b else -1, &o)
+    finally:
+        _free(&c)
+
+
+cdef void _adamx(Call *c, int sm, fo_adam_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_adamx_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2),
+                     <float **>_sp(c, 3), <float **>_sp(c, sm), c.n, o)
+    else:
+        fo_adamx_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                     <double **>_sp(c, 3), <double **>_sp(c, sm), c.n, o)
+
+
+cdef inline bint _adam_opts(fo_adam_opts *o, object t, object learning_rate, object beta1,
+                            object beta2, object epsilon, object grad_scale):
+    return (_as_step(t, &o.t) and _as_lr(learning_rate, &o.lr) and _as_beta(beta1, &o.beta1)
+            and _as_beta(beta2, &o.beta2) and _as_eps(epsilon, &o.eps)
+            and _as_scale(grad_scale, &o.grad_scale))
+
+
+def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, epsilon,
+             weight_decay=0.0, decoupled=False, grad_scale=1.0):
+    """Adam (weight decay as L2) or AdamW (decoupled), amsgrad when max_s is given:
+    max_s = max(max_s, s), used in place of s."""
+    cdef fo_adam_opts o
+    cdef Call c
+    args = (parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, epsilon,
+            weight_decay, decoupled, grad_scale)
+    if not (_adam_opts(&o, t, learning_rate, beta1, beta2, epsilon, grad_scale)
+            and _as_flag(decoupled, &o.decoupled)):
+        return _fallback.adam_ext(*args)
+    cdef bint ams = max_s is not None
+    _init(&c, 4 + ams)
+    try:
+        if not (_gather(&c, parameters, grads, v, s, max_s)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.adam_ext(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _adamx(&c, 4 if ams else -1, &o)
+        else:
+            with nogil:
+                _adamx(&c, 4 if ams else -1, &o)
+    finally:
+        _free(&c)
+
+
+cdef double _nadam(Call *c, fo_adam_opts *o, double md, double prod) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        return fo_nadam_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2),
+                            <float **>_sp(c, 3), c.n, o, md, prod)
+    return fo_nadam_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                        <double **>_sp(c, 3), c.n, o, md, prod)
+
+
+def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, epsilon,
+          momentum_decay, weight_decay=0.0, decoupled=False, grad_scale=1.0):
+    """NAdam (torch's): returns mu_product * mu_t, the product to pass next step."""
+    cdef fo_adam_opts o
+    cdef double md, prod
+    cdef Call c
+    args = (parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, epsilon,
+            momentum_decay, weight_decay, decoupled, grad_scale)
+    if not (_adam_opts(&o, t, learning_rate, beta1, beta2, epsilon, grad_scale)
+            and _as_flag(decoupled, &o.decoupled) and _as_nonneg(momentum_decay, &md)
+            and _as_double(mu_product, &prod) and 0.0 <= prod <= 1.0):
+        return _fallback.nadam(*args)
+    _init(&c, 4)
+    try:
+        if not (_gather(&c, parameters, grads, v, s)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.nadam(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            prod = _nadam(&c, &o, md, prod)
+        else:
+            with nogil:
+                prod = _nadam(&c, &o, md, prod)
+    finally:
+        _free(&c)
+    return prod
+
+
+cdef void _radam(Call *c, fo_adam_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_radam_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2),
+                     <float **>_sp(c, 3), c.n, o)
+    else:
+        fo_radam_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                     <double **>_sp(c, 3), c.n, o)
+
+
+def radam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon,
+          weight_decay=0.0, decoupled=False, grad_scale=1.0):
+    """RAdam (torch's): rectified once rho_t > 5, epsilon on the uncorrected root."""
+    cdef fo_adam_opts o
+    cdef Call c
+    args = (parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon, weight_decay,
+            decoupled, grad_scale)
+    if not (_adam_opts(&o, t, learning_rate, beta1, beta2, epsilon, grad_scale)
+            and _as_flag(decoupled, &o.decoupled)):
+        return _fallback.radam(*args)
+    _init(&c, 4)
+    try:
+        if not (_gather(&c, parameters, grads, v, s)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.radam(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _radam(&c, &o)
+        else:
+            with nogil:
+                _radam(&c, &o)
+    finally:
+        _free(&c)
+
+
+cdef void _adamax(Call *c, fo_adam_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_adamax_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2),
+                      <float **>_sp(c, 3), c.n, o)
+    else:
+        fo_adamax_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                      <double **>_sp(c, 3), c.n, o)
+
+
+def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilon,
+           weight_decay=0.0, grad_scale=1.0):
+    """m = b1*m + (1-b1)*gi;  exp_inf = max(b2*exp_inf, |gi| + eps);
+    p -= lr/(1-b1^t) * m/exp_inf."""
+    cdef fo_adam_opts o
+    cdef Call c
+    args = (parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilon, weight_decay,
+            grad_scale)
+    if not _adam_opts(&o, t, learning_rate, beta1, beta2, epsilon, grad_scale):
+        return _fallback.adamax(*args)
+    o.decoupled = 0
+    _init(&c, 4)
+    try:
+        if not (_gather(&c, parameters, grads, v, exp_inf)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.adamax(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _adamax(&c, &o)
+        else:
+            with nogil:
+                _adamax(&c, &o)
+    finally:
+        _free(&c)
+
+
+cdef void _adagrad(Call *c, fo_adagrad_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_adagrad_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2), c.n, o)
+    else:
+        fo_adagrad_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                       c.n, o)
+
+
+def adagrad(parameters, grads, sum_, t, learning_rate, lr_decay, epsilon, weight_decay=0.0,
+            grad_scale=1.0):
+    """sum += gi*gi;  p -= lr/(1 + (t-1)*lr_decay) * gi/(sqrt(sum) + eps)."""
+    cdef fo_adagrad_opts o
+    cdef Call c
+    args = (parameters, grads, sum_, t, learning_rate, lr_decay, epsilon, weight_decay,
+            grad_scale)
+    if not (_as_step(t, &o.t) and _as_lr(learning_rate, &o.lr)
+            and _as_nonneg(lr_decay, &o.lr_decay) and _as_eps(epsilon, &o.eps)
+            and _as_scale(grad_scale, &o.grad_scale)):
+        return _fallback.adagrad(*args)
+    _init(&c, 3)
+    try:
+        if not (_gather(&c, parameters, grads, sum_, None)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.adagrad(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _adagrad(&c, &o)
+        else:
+            with nogil:
+                _adagrad(&c, &o)
+    finally:
+        _free(&c)
+
+
+cdef void _rmsprop(Call *c, int sga, int sb, fo_rmsprop_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_rmsprop_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2),
+                       <float **>_sp(c, sga), <float **>_sp(c, sb), c.n, o)
+    else:
+        fo_rmsprop_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2),
+                       <double **>_sp(c, sga), <double **>_sp(c, sb), c.n, o)
+
+
+def rmsprop(parameters, grads, square_avg, grad_avg, momentum_buffer, learning_rate, alpha,
+            epsilon, momentum, weight_decay=0.0, grad_scale=1.0):
+    """sq = alpha*sq + (1-alpha)*gi*gi;  centered (grad_avg given): ga = alpha*ga +
+    (1-alpha)*gi, d = sqrt(sq - ga*ga) + eps, else d = sqrt(sq) + eps;  with a
+    momentum_buffer: b = momentum*b + gi/d, p -= lr*b, else p -= lr*gi/d."""
+    cdef fo_rmsprop_opts o
+    cdef Call c
+    args = (parameters, grads, square_avg, grad_avg, momentum_buffer, learning_rate, alpha,
+            epsilon, momentum, weight_decay, grad_scale)
+    if not (_as_lr(learning_rate, &o.lr) and _as_beta(alpha, &o.alpha)
+            and _as_eps(epsilon, &o.eps) and _as_beta(momentum, &o.momentum)
+            and _as_scale(grad_scale, &o.grad_scale)):
+        return _fallback.rmsprop(*args)
+    cdef bint centered = grad_avg is not None, has_b = momentum_buffer is not None
+    cdef int sga = 3 if centered else -1
+    cdef int sb = (3 + centered) if has_b else -1
+    _init(&c, 3 + centered + has_b)
+    try:
+        if not (_gather(&c, parameters, grads, square_avg,
+                        grad_avg if centered else momentum_buffer, momentum_buffer)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.rmsprop(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _rmsprop(&c, sga, sb, &o)
+        else:
+            with nogil:
+                _rmsprop(&c, sga, sb, &o)
+    finally:
+        _free(&c)
+
+
+cdef void _lion(Call *c, fo_lion_opts *o) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_lion_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1), <float **>_sp(c, 2), c.n, o)
+    else:
+        fo_lion_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1), <double **>_sp(c, 2), c.n, o)
+
+
+def lion(parameters, grads, v, learning_rate, beta1, beta2, weight_decay=0.0, grad_scale=1.0):
+    """p *= 1 - lr*wd;  p -= lr * sign(b1*v + (1-b1)*gi) (sign(0) = 0);
+    v = b2*v + (1-b2)*gi."""
+    cdef fo_lion_opts o
+    cdef Call c
+    args = (parameters, grads, v, learning_rate, beta1, beta2, weight_decay, grad_scale)
+    if not (_as_lr(learning_rate, &o.lr) and _as_beta(beta1, &o.beta1)
+            and _as_beta(beta2, &o.beta2) and _as_scale(grad_scale, &o.grad_scale)):
+        return _fallback.lion(*args)
+    _init(&c, 3)
+    try:
+        if not (_gather(&c, parameters, grads, v, None)
+                and _decay(&c, parameters, weight_decay)):
+            return _fallback.lion(*args)
+        o.weight_decay = c.wd
+        if c.total < NOGIL_MIN:
+            _lion(&c, &o)
+        else:
+            with nogil:
+                _lion(&c, &o)
+    finally:
+        _free(&c)
+
+
+cdef double _sumsq(Call *c, int *bad) noexcept nogil:
+    if c.typenum == cnp.NPY_FLOAT:
+        return fo_sumsq_f32(c.k, <float **>_sp(c, 1), c.n, bad)
+    return fo_sumsq_f64(c.k, <double **>_sp(c, 1), c.n, bad)
+
+
+def grad_norm(parameters, grads):
+    """(sqrt(sum of g*g over every gradient), all elements finite), the sum in
+    double in a fixed order (the same for any thread count)."""
+    cdef Call c
+    cdef int bad = 0
+    cdef double total = 0.0
+    _init(&c, 2)
+    try:
+        if not _gather(&c, parameters, grads, None, None):
+            return _fallback.grad_norm(parameters, grads)
+        if c.k:
+            if c.total < NOGIL_MIN:
+                total = _sumsq(&c, &bad)
+            else:
+                with nogil:
+                    total = _sumsq(&c, &bad)
+    finally:
+        _free(&c)
+    return sqrt(total), not bad
+
+
+cdef void _ceiling_n(Call *c) noexcept nogil:
+    cdef int ns = c.nstreams
+    if c.typenum == cnp.NPY_FLOAT:
+        fo_ceiling_f32(c.k, <float **>c.ptr, <float **>_sp(c, 1),
+                       <float **>_sp(c, 2 if ns > 2 else -1), <float **>_sp(c, 3 if ns > 3 else -1),
+                       <float **>_sp(c, 4 if ns > 4 else -1), c.n)
+    else:
+        fo_ceiling_f64(c.k, <double **>c.ptr, <double **>_sp(c, 1),
+                       <double **>_sp(c, 2 if ns > 2 else -1),
+                       <double **>_sp(c, 3 if ns > 3 else -1),
+                       <double **>_sp(c, 4 if ns > 4 else -1), c.n)
+
+
+def ceiling(parameters, grads, *states):
+    """The traffic of an update that reads g and reads and writes p and up to three
+    state dicts, with trivial arithmetic: x += g for each (benchmarks only).
+    Takes the fast path's inputs only."""
+    cdef Call c
+    if len(states) > 3:
+        raise ValueError("ceiling takes at most three state dicts")
+    st = list(states) + [None] * (3 - len(states))
+    _init(&c, 2 + len(states))
+    try:
+        if not _gather(&c, parameters, grads, st[0], st[1], st[2]):
+            raise ValueError("ceiling takes contiguous float32/float64 arrays only")
+        if c.total < NOGIL_MIN:
+            _ceiling_n(&c)
+        else:
+            with nogil:
+                _ceiling_n(&c)
+    finally:
+        _free(&c)
 
 include "_objects.pxi"

@@ -199,3 +199,54 @@ def _shares_memory(a, b):
         return np.shares_memory(a, b, max_work=100_000)
     except np.exceptions.TooHardError:  # undecided within max_work: assume shared
         return True
+
+
+# --- the family's hyperparameters ----------------------------------------------------
+
+def nonnegative(value, name):
+    """A finite real >= 0 (weight decay, lr_decay, momentum_decay, ...)."""
+    x = _real(value, name)
+    if not (math.isfinite(x) and x >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    return x
+
+
+def fraction(value, name):
+    """A real in [0, 1] (dampening)."""
+    x = _real(value, name)
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return x
+
+
+def finite(value, name):
+    """Any finite real (a gradient scale)."""
+    x = _real(value, name)
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return x
+
+
+def flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def weight_decays(parameters, value, name="weight_decay"):
+    """Per-parameter weight decay, in the parameters' order: a list of floats, or
+    None when there is none. `value` is one real for every key, or a dict with
+    exactly the parameters' keys."""
+    if not isinstance(value, dict):
+        x = nonnegative(value, name)
+        return None if x == 0.0 else [x] * len(parameters)
+    for key in value:
+        if key not in parameters:
+            raise KeyError(f"{name} has key {key!r}, which is not a parameter")
+    out = []
+    for key in parameters:
+        if key not in value:
+            raise KeyError(f"{name} has no key {key!r} (needed for parameters[{key!r}])")
+        out.append(nonnegative(value[key], f"{name}[{key!r}]"))
+    return out if any(out) else None
+
