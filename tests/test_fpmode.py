@@ -13,18 +13,17 @@ from _helpers import UPDATES, _core
 
 
 def subnormals_work():
-    """(flush-to-zero off, denormals-are-zero off) for float32 and float64, as
-    NumPy (running in this thread) sees them."""
-    out = []
-    for dtype in (np.float32, np.float64):
-        fi = np.finfo(dtype)
-        normal = np.array([fi.smallest_normal] * 4, dtype)
-        sub = np.array([fi.smallest_subnormal * 3] * 4, dtype)
-        produced = normal * dtype(0.25)              # FTZ turns the subnormal result to 0
-        consumed = sub * dtype(2) + dtype(0)         # DAZ reads the subnormal input as 0
-        out.append(bool((produced == fi.smallest_normal / 4).all()
-                        and (consumed == fi.smallest_subnormal * 6).all()))
-    return all(out)
+    """Flush-to-zero and denormals-are-zero both off, for float32 and float64, as
+    NumPy (running in this thread) sees them. Inputs and expected results are
+    bit patterns: any value computed here would be flushed as well."""
+    for dtype, uint, mantissa in ((np.float32, np.uint32, 23), (np.float64, np.uint64, 52)):
+        normal = np.full(4, 1 << mantissa, uint).view(dtype)   # the smallest normal
+        sub = np.full(4, 3, uint).view(dtype)                  # 3 * smallest subnormal
+        produced = (normal * dtype(0.25)).view(uint)           # FTZ: a subnormal result -> 0
+        consumed = (sub * dtype(2)).view(uint)                 # DAZ: a subnormal input -> 0
+        if not ((produced == 1 << (mantissa - 2)).all() and (consumed == 6).all()):
+            return False
+    return True
 
 
 def use_everything():
@@ -67,26 +66,27 @@ def test_kernels_keep_subnormal_results_on_every_thread(dtype, nthreads):
         fastoptim.update_parameters_with_gd(p, g, 0.25)
     finally:
         fastoptim.set_num_threads(None)
-    expected = -(fi.smallest_normal * dtype(0.25))
-    assert expected != 0
-    assert (p["W"] == expected).all()
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    sign = uint(1) << uint(8 * fi.dtype.itemsize - 1)
+    expected = sign | (uint(1) << uint(fi.nmant - 2))  # -(smallest normal / 4), as bits
+    assert (p["W"].view(uint) == expected).all()
 
 
 def test_subnormal_state_survives_an_adam_step_in_float32():
     g = np.full(100_000, 1e-39, np.float32)       # subnormal
     p, m, v = np.zeros_like(g), np.zeros_like(g), np.zeros_like(g)
     fastoptim.update_parameters_with_adam({"W": p}, {"dW": g}, {"dW": m}, {"dW": v}, 1)
-    assert (m == np.float32(0.1) * g).all() and (m != 0).all()
+    assert (m.view(np.uint32) == (np.float32(0.1) * g).view(np.uint32)).all()
+    assert (m.view(np.uint32) != 0).all()
     assert np.isfinite(p).all() and (p < 0).all()
 
 
 CHECK = r"""
 import numpy as np
 def ok():
-    f = np.finfo(np.float32)
-    a = np.array([f.smallest_normal], np.float32) * np.float32(0.25)
-    b = np.array([f.smallest_subnormal * 3], np.float32) * np.float32(2)
-    return bool(a[0] != 0 and b[0] != 0)
+    a = np.array([1 << 23], np.uint32).view(np.float32) * np.float32(0.25)
+    b = np.array([3], np.uint32).view(np.float32) * np.float32(2)
+    return bool(a.view(np.uint32)[0] == 1 << 21 and b.view(np.uint32)[0] == 6)
 before = ok()
 import fastoptim
 from fastoptim import _backend
