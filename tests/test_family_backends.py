@@ -1,0 +1,318 @@
+"""The family's dict-level functions: the compiled backend against the NumPy
+twin, bitwise, at every instruction-set level and thread count; the fast path
+is really taken; both raise the same errors and change nothing on bad input;
+the global-norm reduction."""
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastoptim import _fallback
+
+core = pytest.importorskip("fastoptim._core", reason="compiled extension not built")
+
+KEYS = ("W1", "b1", "W2", "b2")
+
+
+def problem(n, dtype, seed, nstates, order="C"):
+    rng = np.random.default_rng(seed)
+    sizes = {k: max(1, n // (i + 1)) for i, k in enumerate(KEYS)}
+    shape = {k: (sizes[k],) if sizes[k] % 2 else (2, sizes[k] // 2) for k in KEYS}
+
+    def arr(k, scale=1.0, positive=False):
+        a = scale * rng.standard_normal(shape[k])
+        a = np.abs(a) if positive else a
+        return np.asarray(a.astype(dtype), order=order)
+
+    params = {k: arr(k) for k in KEYS}
+    grads = {"d" + k: arr(k) for k in KEYS}
+    states = [{"d" + k: arr(k, 0.1, positive=True) for k in KEYS} for _ in range(nstates)]
+    return params, grads, states
+
+
+def clone(d):
+    return None if d is None else {k: a.copy(order="K") for k, a in d.items()}
+
+
+WD = {"W1": 0.1, "b1": 0.0, "W2": 0.05, "b2": 0.0}
+
+# name -> (number of state dicts, call(module, params, grads, states, t))
+CALLS = {
+    "sgd": (0, lambda M, P, G, S, t: M.sgd(P, G, None, t, 0.1, 0.0, 0.0, False, WD, 0.7)),
+    "sgd-momentum-nesterov": (1, lambda M, P, G, S, t: M.sgd(
+        P, G, S[0], t, 0.1, 0.9, 0.0, True, WD, -0.7)),
+    "sgd-dampening": (1, lambda M, P, G, S, t: M.sgd(P, G, S[0], t, 0.1, 0.9, 0.4, False, 0.1)),
+    "sgd-course-nesterov": (1, lambda M, P, G, S, t: M.sgd(
+        P, G, S[0], t, 0.1, 0.9, 0.9, True, 0.0, 1.0, True)),
+    "adam-amsgrad-decoupled": (3, lambda M, P, G, S, t: M.adam_ext(
+        P, G, S[0], S[1], S[2], t, 0.01, 0.9, 0.999, 1e-8, WD, True, 0.5)),
+    "adam-l2-maximize": (2, lambda M, P, G, S, t: M.adam_ext(
+        P, G, S[0], S[1], None, t, 0.01, 0.8, 0.99, 1e-7, 0.1, False, -1.0)),
+    "nadam": (2, lambda M, P, G, S, t: M.nadam(
+        P, G, S[0], S[1], t, 0.9**t, 0.01, 0.9, 0.999, 1e-8, 0.004, WD, False, 1.0)),
+    "nadam-decoupled": (2, lambda M, P, G, S, t: M.nadam(
+        P, G, S[0], S[1], t, 0.5, 0.01, 0.9, 0.999, 1e-8, 0.1, 0.2, True, 0.3)),
+    "radam": (2, lambda M, P, G, S, t: M.radam(
+        P, G, S[0], S[1], t, 0.01, 0.9, 0.99, 1e-8, WD, True, 1.0)),
+    "radam-l2": (2, lambda M, P, G, S, t: M.radam(
+        P, G, S[0], S[1], t, 0.01, 0.9, 0.9, 1e-8, 0.1, False, -0.5)),
+    "adamax": (2, lambda M, P, G, S, t: M.adamax(
+        P, G, S[0], S[1], t, 0.01, 0.9, 0.999, 1e-8, WD, 1.0)),
+    "adagrad": (1, lambda M, P, G, S, t: M.adagrad(P, G, S[0], t, 0.01, 0.1, 1e-10, WD, 2.0)),
+    "rmsprop-centered-momentum": (3, lambda M, P, G, S, t: M.rmsprop(
+        P, G, S[0], S[1], S[2], 0.01, 0.99, 1e-8, 0.9, WD, 1.0)),
+    "rmsprop-centered": (2, lambda M, P, G, S, t: M.rmsprop(
+        P, G, S[0], S[1], None, 0.01, 0.9, 1e-8, 0.0, 0.0, 1.0)),
+    "rmsprop-momentum": (2, lambda M, P, G, S, t: M.rmsprop(
+        P, G, S[0], None, S[1], 0.01, 0.99, 1e-8, 0.9, WD, -1.0)),
+    "rmsprop": (1, lambda M, P, G, S, t: M.rmsprop(
+        P, G, S[0], None, None, 0.01, 0.99, 1e-8, 0.0, 0.0, 1.0)),
+    "lion": (1, lambda M, P, G, S, t: M.lion(P, G, S[0], 0.01, 0.9, 0.99, WD, 1.0)),
+    "lion-maximize": (1, lambda M, P, G, S, t: M.lion(P, G, S[0], 0.01, 0.5, 0.9, 0.3, -0.2)),
+}
+
+
+def run_both(name, n, dtype, steps=4, order="C", seed=0):
+    nstates, call = CALLS[name]
+    P, G, S = problem(n, dtype, seed, nstates, order)
+    P2, G2, S2 = clone(P), clone(G), [clone(s) for s in S]
+    for t in range(1, steps + 1):
+        r1 = call(core, P, G, S, t)
+        r2 = call(_fallback, P2, G2, S2, t)
+        assert r1 == r2
+    return (P, *S), (P2, *S2)
+
+
+def assert_bitwise(a_dicts, b_dicts, msg=""):
+    for a, b in zip(a_dicts, b_dicts):
+        for k in a:
+            np.testing.assert_array_equal(np.ravel(a[k], "K").view(np.uint8),
+                                          np.ravel(b[k], "K").view(np.uint8),
+                                          err_msg=f"{msg} {k}")
+
+
+@pytest.fixture
+def each_isa():
+    levels = core.isa_supported()
+    yield levels
+    core.set_isa(levels[-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_bitwise_every_isa(name, dtype, each_isa):
+    for isa in each_isa:
+        core.set_isa(isa)
+        for n in (1, 7, 16, 17, 33, 64, 65, 1000):
+            c, f = run_both(name, n, dtype, seed=n)
+            assert_bitwise(c, f, f"{name} isa={isa} n={n}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_bitwise_large_and_fortran(name, dtype):
+    c, f = run_both(name, 150_001, dtype, steps=2)
+    assert_bitwise(c, f, name)
+    c, f = run_both(name, 998, dtype, steps=2, order="F")
+    assert_bitwise(c, f, name + " F-order")
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_one_and_two_threads_agree(name):
+    before = core.get_num_threads()
+    try:
+        core.set_num_threads(1)
+        one, _ = run_both(name, 200_003, np.float32, steps=2)
+        core.set_num_threads(2)
+        two, _ = run_both(name, 200_003, np.float32, steps=2)
+    finally:
+        core.set_num_threads(before)
+    assert_bitwise(one, two, name)
+
+
+def test_fast_path_is_taken(monkeypatch):
+    """Contiguous float arrays never reach the fallback."""
+    def refuse(*args):
+        raise AssertionError("the fallback ran")
+
+    for name in ("sgd", "adam_ext", "nadam", "radam", "adamax", "adagrad", "rmsprop", "lion",
+                 "grad_norm"):
+        monkeypatch.setattr(_fallback, name, refuse)
+    for name, (nstates, call) in CALLS.items():
+        P, G, S = problem(100, np.float32, 1, nstates)
+        before = clone(P)
+        call(core, P, G, S, 2)
+        assert any(not np.array_equal(P[k], before[k]) for k in P), name
+    core.grad_norm(*problem(100, np.float64, 1, 0)[:2])
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_views_go_to_the_fallback(name):
+    """Strided views take the NumPy path inside the compiled backend, same results."""
+    nstates, call = CALLS[name]
+    P, G, S = problem(64, np.float64, 2, nstates)
+    big = {k: np.zeros(a.size * 2) for k, a in P.items()}
+    views = {}
+    for k, a in P.items():
+        big[k][::2] = a.ravel()
+        views[k] = big[k][::2]
+    flatG = {k: a.ravel() for k, a in G.items()}
+    flatS = [{k: a.ravel().copy() for k, a in s.items()} for s in S]
+    P2 = {k: a.ravel().copy() for k, a in P.items()}
+    S2 = [clone(s) for s in flatS]
+    for t in (1, 2):
+        call(core, views, flatG, flatS, t)
+        call(_fallback, P2, flatG, S2, t)
+    assert_bitwise([views, *flatS], [P2, *S2], name)
+
+
+# --- errors ------------------------------------------------------------------------
+
+def _error(fn):
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001 - comparing what each backend raises
+        return type(exc), str(exc)
+    return None
+
+
+BAD = [
+    ("negative weight decay", lambda M, P, G, S: M.adam_ext(
+        P, G, S[0], S[1], None, 1, 0.1, 0.9, 0.9, 1e-8, -0.1)),
+    ("nan weight decay", lambda M, P, G, S: M.lion(P, G, S[0], 0.1, 0.9, 0.9, float("nan"))),
+    ("weight decay missing a key", lambda M, P, G, S: M.sgd(
+        P, G, None, 1, 0.1, 0.0, 0.0, False, {"W1": 0.1, "b1": 0.0, "W2": 0.0})),
+    ("weight decay with an extra key", lambda M, P, G, S: M.sgd(
+        P, G, None, 1, 0.1, 0.0, 0.0, False, dict(WD, W3=0.1))),
+    ("weight decay not a number", lambda M, P, G, S: M.adagrad(
+        P, G, S[0], 1, 0.1, 0.0, 1e-10, dict(WD, b2="x"))),
+    ("infinite grad_scale", lambda M, P, G, S: M.rmsprop(
+        P, G, S[0], None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, float("inf"))),
+    ("flag not a bool", lambda M, P, G, S: M.adam_ext(
+        P, G, S[0], S[1], None, 1, 0.1, 0.9, 0.9, 1e-8, 0.0, 1)),
+    ("nesterov without a buffer", lambda M, P, G, S: M.sgd(
+        P, G, None, 1, 0.1, 0.9, 0.0, True)),
+    ("momentum >= 1", lambda M, P, G, S: M.sgd(P, G, S[0], 1, 0.1, 1.0, 0.0, False)),
+    ("dampening > 1", lambda M, P, G, S: M.sgd(P, G, S[0], 1, 0.1, 0.5, 1.5, False)),
+    ("alpha >= 1", lambda M, P, G, S: M.rmsprop(
+        P, G, S[0], None, None, 0.1, 1.0, 1e-8, 0.0)),
+    ("negative lr_decay", lambda M, P, G, S: M.adagrad(P, G, S[0], 1, 0.1, -1.0, 1e-10)),
+    ("mu_product > 1", lambda M, P, G, S: M.nadam(
+        P, G, S[0], S[1], 1, 1.5, 0.1, 0.9, 0.9, 1e-8, 0.004)),
+    ("negative momentum_decay", lambda M, P, G, S: M.nadam(
+        P, G, S[0], S[1], 1, 1.0, 0.1, 0.9, 0.9, 1e-8, -0.004)),
+    ("t = 0", lambda M, P, G, S: M.radam(P, G, S[0], S[1], 0, 0.1, 0.9, 0.9, 1e-8)),
+    ("a state key missing", lambda M, P, G, S: M.adamax(
+        P, G, S[0], {k: a for k, a in S[1].items() if k != "db2"}, 1, 0.1, 0.9, 0.9, 1e-8)),
+    ("a state of the wrong shape", lambda M, P, G, S: M.lion(
+        P, G, dict(S[0], db2=np.zeros(3)), 0.1, 0.9, 0.9)),
+    ("amsgrad state shared with s", lambda M, P, G, S: M.adam_ext(
+        P, G, S[0], S[1], S[1], 1, 0.1, 0.9, 0.9, 1e-8)),
+    ("grads missing a key", lambda M, P, G, S: M.grad_norm(
+        P, {k: a for k, a in G.items() if k != "db2"})),
+]
+
+
+@pytest.mark.parametrize("what,call", BAD, ids=[b[0] for b in BAD])
+def test_same_error_nothing_changed(what, call):
+    P, G, S = problem(50, np.float32, 4, 2)
+    saved = [clone(P), clone(G)] + [clone(s) for s in S]
+    errors = []
+    for M in (core, _fallback):
+        errors.append(_error(lambda: call(M, P, G, S)))
+        for before, now in zip(saved, [P, G, *S]):
+            for k in before:
+                np.testing.assert_array_equal(now[k], before[k], err_msg=f"{what}: {k} changed")
+    assert errors[0] is not None, what
+    assert errors[0] == errors[1], what
+
+
+def test_errors_name_the_argument():
+    P, G, S = problem(10, np.float64, 0, 1)
+    with pytest.raises(ValueError, match=r"weight_decay\['b2'\]"):
+        _fallback.lion(P, G, S[0], 0.1, 0.9, 0.9, dict(WD, b2=-1.0))
+    with pytest.raises(KeyError, match="'b2'"):
+        core.lion(P, G, S[0], 0.1, 0.9, 0.9, {k: 0.0 for k in ("W1", "b1", "W2")})
+    with pytest.raises(ValueError, match="grad_scale"):
+        core.lion(P, G, S[0], 0.1, 0.9, 0.9, 0.0, float("nan"))
+    with pytest.raises(ValueError, match="nesterov"):
+        core.sgd(P, G, None, 1, 0.1, 0.9, 0.0, True)
+
+
+# --- the global norm ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1023, 1024, 1025, 5000, 200_001])
+def test_grad_norm(n, dtype):
+    P, G, _ = problem(n, dtype, n, 0)
+    norm, finite = core.grad_norm(P, G)
+    assert (norm, finite) == _fallback.grad_norm(P, G)
+    flat = np.concatenate([g.ravel().astype(np.float64) for g in G.values()])
+    assert finite is True
+    assert norm == pytest.approx(math.sqrt(math.fsum(flat * flat)), rel=1e-14)
+
+
+def test_grad_norm_does_not_depend_on_threads_or_isa(each_isa):
+    P, G, _ = problem(400_000, np.float32, 9, 0)
+    results = set()
+    before = core.get_num_threads()
+    try:
+        for isa in each_isa:
+            core.set_isa(isa)
+            for threads in (1, 2, 3):
+                core.set_num_threads(threads)
+                results.add(core.grad_norm(P, G))
+    finally:
+        core.set_num_threads(before)
+    assert results == {_fallback.grad_norm(P, G)}
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", [0, 16, 1023, 1024, 3332])
+def test_grad_norm_finds_each_nonfinite(bad, where):
+    for M in (core, _fallback):
+        for dtype in (np.float32, np.float64):
+            P, G, _ = problem(10_000, dtype, 2, 0)
+            G["dW2"].ravel()[where] = bad
+            norm, finite = M.grad_norm(P, G)
+            assert finite is False and not math.isfinite(norm)
+
+
+def test_grad_norm_huge_but_finite():
+    """float64 squares that overflow give an infinite norm, not a non-finite flag."""
+    P, G, _ = problem(100, np.float64, 2, 0)
+    G["dW1"][...] = 1e200
+    for M in (core, _fallback):
+        assert M.grad_norm(P, G) == (math.inf, True)
+
+
+def test_grad_norm_empty():
+    for M in (core, _fallback):
+        assert M.grad_norm({}, {}) == (0.0, True)
+        assert M.grad_norm({"W": np.zeros((0, 3))}, {"dW": np.zeros((0, 3))}) == (0.0, True)
+
+
+def test_ceiling_moves_the_streams():
+    P, G, S = problem(1000, np.float32, 3, 3)
+    expect = [{k: a + G["d" + k] for k, a in P.items()}] + \
+             [{k: a + G[k] for k, a in s.items()} for s in S]
+    core.ceiling(P, G, *S)
+    for want, got in zip(expect, [P, *S]):
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_no_allocation_that_grows_with_the_arrays():
+    P, G, S = problem(1_000_000, np.float32, 5, 3)
+    CALLS["adam-amsgrad-decoupled"][1](core, P, G, S, 1)  # warm up
+    core.grad_norm(P, G)
+    tracemalloc.start()
+    try:
+        for name, (nstates, call) in CALLS.items():
+            call(core, P, G, S[:nstates], 2)
+        core.grad_norm(P, G)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024
