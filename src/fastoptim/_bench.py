@@ -388,6 +388,9 @@ def parse_args(argv):
                     help="shortest timed sample in ms (default 20)")
     ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
                     help="cap fastoptim's instruction set (default: the best available)")
+    ap.add_argument("--algo", choices=("adam", "all"), default="adam",
+                    help="all: every optimizer of the family against its own ceiling and "
+                         "torch (default size 1e7; see _bench_family)")
     return ap.parse_args(argv)
 
 
@@ -491,6 +494,12 @@ def main(argv=None, out=None):
             print(f"n=3e7 skipped: {avail / 2**30:.1f} GiB available", file=out)
 
     _setup(args, out)
+    if args.algo == "all":
+        from . import _bench_family
+
+        args.sizes = None if args.sizes is None else sizes
+        _bench_family.main(args, out)
+        return 0
     adam = ALGORITHMS["adam"]
     min_ns = args.min_ms * 1e6
     results = {}

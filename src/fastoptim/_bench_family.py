@@ -1,0 +1,175 @@
+"""python -m fastoptim bench --algo all: every optimizer of the family against its
+own ceiling and torch's CPU implementation.
+
+Each optimizer moves a different number of bytes per element (Adam reads p, g,
+m, v and writes p, m, v: 7 streams; SGD with momentum 5; ...), so each has its
+own ceiling: fastoptim's ceiling kernel with exactly its streams (g read; p and
+each state read and written) and trivial arithmetic. torch runs its fused CPU
+kernel where it has one (SGD, Adam, AdamW, Adagrad), else foreach; Lion has
+none. Same protocol as the Adam tables (../shared/BENCH.md): contenders
+interleaved in one process, best of several rounds, ratios from one run.
+"""
+import functools
+
+import numpy as np
+
+from . import _bench as B
+
+TORCH = "torch"
+FAMILY_SIZES = (10**7,)
+LR = 1e-3
+WD = 0.01
+
+
+class Spec:
+    """One benchmarked configuration: its state count, our dict-level call and
+    torch's optimizer (class name and kwargs; None: torch has none)."""
+
+    def __init__(self, name, title, nstates, ours, torch_cls=None, torch_kw=None,
+                 fused=False):
+        self.name = "family:" + name  # its own entries in _bench's registries
+        self.title = title
+        self.nstates = nstates
+        self.ours = ours
+        self.torch_cls = torch_cls
+        self.torch_kw = torch_kw or {}
+        self.fused = fused
+        self.streams = 3 + 2 * nstates  # read p, g, states; write p, states
+        B.ALGORITHMS[self.name] = B.Algorithm(
+            self.name, title, self.streams,
+            "read p, g" + ", s" * nstates + "; write p" + ", s" * nstates)
+
+
+def _specs():
+    return [
+        Spec("gd", "GD (SGD, no momentum)", 0,
+             lambda c, p, g, s: functools.partial(c.sgd, p, g, None, 2, LR, 0.0, 0.0, False),
+             "SGD", dict(lr=LR), fused=True),
+        Spec("sgd", "SGD momentum+nesterov", 1,
+             lambda c, p, g, s: functools.partial(c.sgd, p, g, s[0], 2, LR, 0.9, 0.0, True),
+             "SGD", dict(lr=LR, momentum=0.9, nesterov=True), fused=True),
+        Spec("adam", "Adam", 2,
+             lambda c, p, g, s: functools.partial(c.adam, p, g, s[0], s[1], B.STEP, LR,
+                                                  B.BETA1, B.BETA2, B.EPS),
+             "Adam", dict(lr=LR), fused=True),
+        Spec("adamw", "AdamW", 2,
+             lambda c, p, g, s: functools.partial(c.adam_ext, p, g, s[0], s[1], None, B.STEP,
+                                                  LR, B.BETA1, B.BETA2, B.EPS, WD, True),
+             "AdamW", dict(lr=LR, weight_decay=WD), fused=True),
+        Spec("adam-amsgrad", "Adam amsgrad", 3,
+             lambda c, p, g, s: functools.partial(c.adam_ext, p, g, s[0], s[1], s[2], B.STEP,
+                                                  LR, B.BETA1, B.BETA2, B.EPS),
+             "Adam", dict(lr=LR, amsgrad=True), fused=True),
+        Spec("nadam", "NAdam", 2,
+             lambda c, p, g, s: functools.partial(c.nadam, p, g, s[0], s[1], B.STEP, 0.5, LR,
+                                                  B.BETA1, B.BETA2, B.EPS, 0.004),
+             "NAdam", dict(lr=LR)),
+        Spec("radam", "RAdam", 2,
+             lambda c, p, g, s: functools.partial(c.radam, p, g, s[0], s[1], B.STEP, LR,
+                                                  B.BETA1, B.BETA2, B.EPS),
+             "RAdam", dict(lr=LR)),
+        Spec("adamax", "Adamax", 2,
+             lambda c, p, g, s: functools.partial(c.adamax, p, g, s[0], s[1], B.STEP, LR,
+                                                  B.BETA1, B.BETA2, B.EPS),
+             "Adamax", dict(lr=LR)),
+        Spec("adagrad", "Adagrad", 1,
+             lambda c, p, g, s: functools.partial(c.adagrad, p, g, s[0], B.STEP, LR, 0.0,
+                                                  1e-10),
+             "Adagrad", dict(lr=LR), fused=True),
+        Spec("rmsprop", "RMSprop", 1,
+             lambda c, p, g, s: functools.partial(c.rmsprop, p, g, s[0], None, None, LR, 0.99,
+                                                  1e-8, 0.0),
+             "RMSprop", dict(lr=LR)),
+        Spec("rmsprop-centered-momentum", "RMSprop centered+mom.", 3,
+             lambda c, p, g, s: functools.partial(c.rmsprop, p, g, s[0], s[1], s[2], LR, 0.99,
+                                                  1e-8, 0.9),
+             "RMSprop", dict(lr=LR, centered=True, momentum=0.9)),
+        Spec("lion", "Lion", 1,
+             lambda c, p, g, s: functools.partial(c.lion, p, g, s[0], LR, 0.9, 0.99, WD)),
+    ]
+
+
+SPECS = _specs()
+
+
+def _states(inputs, k):
+    return [{"d" + key: np.full_like(a, 0.01) for key, a in inputs.parameters.items()}
+            for _ in range(k)]
+
+
+def _register(spec):
+    @B.contender(spec.name, B.SUBJECT)
+    def ours(inputs):
+        p, _, _ = inputs.fresh()
+        return spec.ours(B._core(), p, inputs.grads, _states(inputs, spec.nstates))
+
+    @B.contender(spec.name, B.CEILING)
+    def ceiling(inputs):
+        p, _, _ = inputs.fresh()
+        return functools.partial(B._core().ceiling, p, inputs.grads,
+                                 *_states(inputs, spec.nstates))
+
+    @B.contender(spec.name, TORCH)
+    def torch_step(inputs):
+        if spec.torch_cls is None:
+            raise B.Unavailable(f"torch.optim has no {spec.title}")
+        torch = B._torch()
+        p, _, _ = inputs.fresh()
+        params = []
+        for k, a in p.items():
+            t = torch.from_numpy(a).requires_grad_()
+            t.grad = torch.from_numpy(inputs.grads["d" + k])
+            params.append(t)
+        kind = {"fused": True} if spec.fused else {"foreach": True}
+        opt = getattr(torch.optim, spec.torch_cls)(params, **spec.torch_kw, **kind)
+        opt.step()  # creates the state, so timing sees steady-state steps
+        return opt.step
+
+
+for _spec in SPECS:
+    _register(_spec)
+
+
+HEADER = (f"{'optimizer':<24} {'dtype':<8} {'B/elem':>6} {'ns/elem':>8} {'GB/s':>7} "
+          f"{'% ceiling':>9} {'torch':>8} {'vs torch':>8}")
+
+
+def main(args, out):
+    """The family table: for every size and dtype, each optimizer's time, its
+    percent of its own ceiling and torch's time over ours."""
+    sizes = args.sizes or list(FAMILY_SIZES)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    min_ns = args.min_ms * 1e6
+    print("\nThe family: % ceiling = own-ceiling time / fastoptim C time (the ceiling moves "
+          "the same streams with trivial arithmetic); vs torch = torch time / fastoptim C "
+          "time (torch fused where it has it, else foreach)", file=out)
+    rows = []
+    for n in sizes:
+        for dt in dtypes:
+            print(f"\nn={B.size_label(n)} {dt}", file=out)
+            print(HEADER, file=out)
+            inputs = B.Inputs(B.vector(n, dt))
+            for spec in SPECS:
+                algo = B.ALGORITHMS[spec.name]
+                steps, skipped = B.build(spec.name, inputs)
+                best = B.measure(steps, args.rounds, min_ns)
+                del steps
+                ours = best.get(B.SUBJECT)
+                ceil = best.get(B.CEILING)
+                theirs = best.get(TORCH)
+                nbytes = algo.bytes_per_element(dt)
+                pct = f"{100 * ceil / ours:.0f}%" if ours and ceil else "-"
+                kind = "-" if spec.torch_cls is None else ("fused" if spec.fused else "foreach")
+                vs = f"{theirs / ours:.2f}x" if ours and theirs else "-"
+                ns = f"{ours / n:.3g}" if ours else "-"
+                gbs = f"{nbytes * n / ours:.3g}" if ours else "-"
+                line = (f"{spec.title:<24} {dt:<8} {nbytes:>6} {ns:>8} {gbs:>7} {pct:>9} "
+                        f"{kind:>8} {vs:>8}")
+                print(line, file=out)
+                out.flush()
+                rows.append((n, dt, spec.name, ours, ceil, theirs))
+                for name, why in skipped.items():
+                    if name != TORCH or spec.torch_cls is not None:
+                        print(f"  skipped {name}: {why}", file=out)
+            del inputs
+    return rows

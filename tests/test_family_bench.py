@@ -1,0 +1,53 @@
+"""python -m fastoptim bench --algo all runs and reports every optimizer (no
+timing is asserted), and each optimizer's ceiling moves exactly its streams."""
+import io
+
+import numpy as np
+import pytest
+
+from fastoptim import _bench
+
+pytest.importorskip("fastoptim._core", reason="the family bench times the compiled backend")
+from fastoptim import _bench_family  # noqa: E402 - registers the family's contenders
+
+TINY = ["--algo", "all", "--quick", "--rounds", "1", "--min-ms", "0.2", "--threads", "1"]
+
+
+def test_every_optimizer_has_a_row():
+    out = io.StringIO()
+    assert _bench.main(TINY + ["--sizes", "3000", "--dtype", "float64"], out=out) == 0
+    text = out.getvalue()
+    for spec in _bench_family.SPECS:
+        row = next(line for line in text.splitlines() if line.startswith(spec.title + " "))
+        cells = row[len(spec.title):].split()
+        assert cells[0] == "float64"
+        assert int(cells[1]) == 8 * spec.streams
+        assert float(cells[2]) > 0 and cells[4].endswith("%")
+        if spec.torch_cls is None:
+            assert cells[5:] == ["-", "-"]
+
+
+def test_the_adam_registry_is_untouched():
+    assert _bench.ALGORITHMS["adam"].streams == 7
+    assert "torch" not in _bench.CONTENDERS["adam"]
+    assert all(s.name.startswith("family:") for s in _bench_family.SPECS)
+
+
+@pytest.mark.parametrize("spec", _bench_family.SPECS, ids=lambda s: s.name)
+def test_each_contender_steps_and_the_ceiling_moves_its_streams(spec):
+    inputs = _bench.Inputs(_bench.vector(100, np.float32))
+    steps, skipped = _bench.build(spec.name, inputs)
+    assert _bench.SUBJECT in steps and _bench.CEILING in steps
+    for step in steps.values():
+        step()
+    # the ceiling's arrays: p and one state per state stream, each x += g
+    p, _, _ = inputs.fresh()
+    states = _bench_family._states(inputs, spec.nstates)
+    expect = [{k: a + inputs.grads["d" + k] for k, a in p.items()}]
+    expect += [{k: a + inputs.grads[k] for k, a in s.items()} for s in states]
+    from fastoptim import _core
+    _core.ceiling(p, inputs.grads, *states)
+    for want, got in zip(expect, [p, *states]):
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k])
+    assert spec.streams == 3 + 2 * len(states)
