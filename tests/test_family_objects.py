@@ -278,9 +278,42 @@ def test_state_dict_holds_options_and_per_key_decay():
     opt = make("Adam", params)
     opt.step(grads[0])
     sd = opt.state_dict()
-    assert sd["amsgrad"] is True and sd["maximize"] is False
+    assert sd["amsgrad"] is True and "maximize" not in sd  # defaults are left out
     assert sd["weight_decay/W2"] == 0.2 and "weight_decay" not in sd
     assert set(k for k in sd if k.startswith("max_s/")) == {"max_s/d" + k for k in SHAPES}
+
+
+@pytest.mark.parametrize("name,kwargs", [("GD", {}), ("Momentum", {}), ("Adam", {})])
+def test_plain_configuration_saves_what_optim_saves(name, kwargs, tmp_path):
+    """Options at their defaults add nothing to the state dict, so checkpoints
+    move both ways between fastoptim.optim's classes and these."""
+    p1, grads = problem(np.float32, 25)
+    p2, _ = problem(np.float32, 25, steps=0)
+    plain = getattr(optim, name)(p1)
+    ours = getattr(fam, name)(p2)
+    for g in grads[:3]:
+        plain.step(g)
+        ours.step(g)
+    sd_plain, sd_ours = plain.state_dict(), ours.state_dict()
+    assert sd_plain.keys() == sd_ours.keys()
+    fastoptim.save_checkpoint(tmp_path / "a.npz", p1, plain)
+    fresh, _ = problem(np.float32, 26, steps=0)
+    back = getattr(fam, name)(fresh)
+    fastoptim.load_checkpoint(tmp_path / "a.npz", fresh, back)
+    for g in grads[3:]:
+        plain.step(g)
+        back.step(g)
+    assert_same(snapshot(plain, p1), snapshot(back, fresh))
+    getattr(optim, name)(problem(np.float32, 27, steps=0)[0]).load_state_dict(sd_ours)
+
+
+def test_load_without_options_turns_them_off():
+    params, grads = problem(np.float64, 28)
+    opt = fam.AdamW(params, weight_decay=0.3, maximize=True)
+    plain = fam.AdamW(problem(np.float64, 28, steps=0)[0], weight_decay=0.0)
+    plain.step(grads[0])
+    opt.load_state_dict(plain.state_dict())
+    assert opt.weight_decay == 0.0 and opt.options["maximize"] is False
 
 
 def test_load_checks_structural_options():

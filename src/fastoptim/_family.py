@@ -187,9 +187,11 @@ class _Extras:
         pass
 
     def _state_items(self, copy):
+        # Options at their defaults are left out (a flag that is off, no weight
+        # decay), so a plain configuration saves what fastoptim.optim saves.
         items = super()._state_items(copy)
-        items.update(self._opts)
-        if self._has_weight_decay:
+        items.update({name: True for name, on in self._opts.items() if on})
+        if any(self._wd.values()):
             wd = self.weight_decay
             if isinstance(wd, dict):
                 items.update({f"weight_decay/{k}": x for k, x in wd.items()})
@@ -216,18 +218,20 @@ class _Extras:
                 raise KeyError(f"state_dict has no key {key!r} (needed by {name})") from None
 
         flags = {}
-        for flag in self._flags:
-            value = check.flag(take(flag), f"state_dict[{flag!r}]")
+        for flag in self._flags:  # absent: off
+            value = check.flag(take(flag), f"state_dict[{flag!r}]") if flag in sd else False
             if flag in self._structural and value != self._opts[flag]:
                 raise ValueError(f"state_dict has {flag}={value} but this {name} has "
                                  f"{flag}={self._opts[flag]}")
             flags[flag] = value
         wd = None
-        if self._has_weight_decay:
+        if self._has_weight_decay:  # absent: none
             if "weight_decay" in sd:
                 wd = take("weight_decay")
-            else:
+            elif any(f"weight_decay/{k}" in sd for k in self._keys):
                 wd = {k: take(f"weight_decay/{k}") for k in self._keys}
+            else:
+                wd = 0.0
             wd = _per_key(self._keys, wd, "state_dict weight_decay", check.nonnegative)
         extra = {k: take(k) for k in self._extra_state()}
         apply_base = super()._check_state_dict(sd)
