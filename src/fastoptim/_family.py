@@ -84,14 +84,19 @@ class _Extras:
         check.check_dict("parameters", parameters)
         self._keys = list(parameters)
         self._opts = {name: check.flag(flags[name], name) for name in self._flags}
-        self.max_grad_norm = max_grad_norm
-        self.skip_nonfinite = skip_nonfinite
+        self._max_norm = _max_grad_norm(max_grad_norm)
+        self._skip = check.flag(skip_nonfinite, "skip_nonfinite")
         self.last_grad_norm = None
         self._mask = None
         self._wd = {k: 0.0 for k in self._keys}
         if self._has_weight_decay:
             self._mask = self._check_mask(weight_decay_mask)
-            self.weight_decay = weight_decay
+            self._wd = self._resolve_decay(weight_decay)
+        self._refresh()
+
+    def _refresh(self):
+        """After an option changes: may the parent's own step run?"""
+        self._plain_now = self._plain()
 
     # --- options ---------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class _Extras:
     @max_grad_norm.setter
     def max_grad_norm(self, value):
         self._max_norm = _max_grad_norm(value)
+        self._refresh()
 
     @property
     def skip_nonfinite(self):
@@ -112,6 +118,7 @@ class _Extras:
     @skip_nonfinite.setter
     def skip_nonfinite(self, value):
         self._skip = check.flag(value, "skip_nonfinite")
+        self._refresh()
 
     @property
     def options(self):
@@ -130,10 +137,14 @@ class _Extras:
     def weight_decay(self, value):
         if not self._has_weight_decay:
             raise AttributeError(f"{type(self).__name__} has no weight decay")
+        self._wd = self._resolve_decay(value)
+        self._refresh()
+
+    def _resolve_decay(self, value):
         wd = _per_key(self._keys, value, "weight_decay", check.nonnegative)
         if self._mask is not None:
             wd = {k: (x if self._mask[k] else 0.0) for k, x in wd.items()}
-        self._wd = wd
+        return wd
 
     def _check_mask(self, mask):
         if mask is None:
@@ -154,7 +165,7 @@ class _Extras:
         """One update of every parameter from grads["d" + key], in place; then
         t += 1. Returns False, having changed nothing, when skip_nonfinite is set
         and a gradient holds an Inf or NaN; True otherwise."""
-        if self._plain():
+        if self._plain_now:
             super().step(grads)
             return True
         t = self._t
@@ -243,6 +254,7 @@ class _Extras:
             if wd is not None:
                 self._wd = wd
             self._load_extra_state(extra)
+            self._refresh()
 
         return apply
 
