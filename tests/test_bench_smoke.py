@@ -65,6 +65,9 @@ def test_bench_prints_every_contender_size_and_target():
     for name, why in skipped.items():
         assert f"skipped {name}: {why}" in text
     assert "memory: tracemalloc peak during one Adam step, n=1e6 float32" in text
+    if sys.platform.startswith("linux"):  # the noise meter reads /proc/stat
+        assert "other processes used" in text
+        assert text.count("  others ") == 2 * 2 + 2  # sizes x dtypes, and two models
 
     targets = text[text.index("targets (BENCH.md"):].splitlines()[1:]
     verdicts = [line.split()[-1] for line in targets if line.startswith("  ")]

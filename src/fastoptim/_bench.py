@@ -223,6 +223,39 @@ def build(algorithm, inputs, names=None):
 
 # --- timing --------------------------------------------------------------------------
 
+class CpuMeter:
+    """CPUs' worth of time other processes took while we measured (Linux; None elsewhere).
+
+    On a shared machine a parallel call waits for its slowest thread, so any figure on
+    more than one thread is only as good as the machine was quiet: the table says how
+    quiet it was, problem by problem."""
+
+    def __init__(self):
+        self._start = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            import resource
+
+            with open("/proc/stat") as f:
+                cpu = [int(x) for x in f.readline().split()[1:9]]
+            hz = os.sysconf("SC_CLK_TCK")
+        except (ImportError, OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal: all but idle and iowait
+        busy = (sum(cpu) - cpu[3] - cpu[4]) / hz
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return busy, own.ru_utime + own.ru_stime, time.perf_counter()
+
+    def others(self):
+        end = self._read()
+        if self._start is None or end is None:
+            return None
+        (busy0, own0, t0), (busy1, own1, t1) = self._start, end
+        return max(0.0, (busy1 - busy0) - (own1 - own0)) / max(t1 - t0, 1e-9)
+
+
 def _time_batch(step, calls):
     clock = time.perf_counter_ns
     t0 = clock()
@@ -445,9 +478,15 @@ def run_problems(problems, algorithm, rounds, min_ns, out, results):
         inputs = Inputs(problem)
         steps, skipped = build(algorithm.name, inputs)
         skipped_all.update(skipped)
+        meter = CpuMeter()
         best = measure(steps, rounds, min_ns)
+        busy = meter.others()
         results[_key(problem)] = best
-        for line in table_rows(problem, algorithm, best):
+        lines = table_rows(problem, algorithm, best)
+        if busy is not None and len(lines) > 1:
+            note = f"  others {busy:.2f} CPU"
+            lines[1] = note + lines[1][len(note):]
+        for line in lines:
             print(line, file=out)
         out.flush()
         del inputs, steps
@@ -493,6 +532,7 @@ def main(argv=None, out=None):
         else:
             print(f"n=3e7 skipped: {avail / 2**30:.1f} GiB available", file=out)
 
+    run_meter = CpuMeter()
     _setup(args, out)
     if args.algo == "all":
         from . import _bench_family
@@ -525,5 +565,10 @@ def main(argv=None, out=None):
     print("\ntargets (BENCH.md; development machine, 2 threads)", file=out)
     for desc, measured, target, verdict in targets(results, dtypes, memory):
         print(f"  {desc:<44} {measured:>10}  {target:>9}  {verdict}", file=out)
+    busy = run_meter.others()
+    if busy is not None:
+        print(f"other processes used {busy:.2f} of {os.cpu_count()} CPUs on average during "
+              f"this run (\"others\" under each case: during that case); figures on more "
+              f"than one thread need them near 0", file=out)
     print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=out)
     return 0
