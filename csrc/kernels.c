@@ -22,7 +22,7 @@
 #define FO_INLINE static inline
 #endif
 /* Vector types with element-wise arithmetic (gcc >= 9, clang). */
-#if (defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)
+#if ((defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)) && !defined(FO_NO_VECTOR_EXT)
 #define FO_VECTOR_EXT 1
 #endif
 
