@@ -406,3 +406,129 @@ def test_backends_raise_the_same_errors(update, data):
     for dc, dn in zip(c_out[2], n_out[2]):
         for k in dc:
             assert_same_bits(np.asarray(dc[k]), np.asarray(dn[k]), f"state {k}, cases {cases}")
+
+
+# --- 4. the optimizer family: compiled == fallback, bitwise, on any input -----------------
+
+def _wd(data, keys):
+    """Weight decay: none, one value, or one per key."""
+    kind = data.draw(st.sampled_from(["none", "one", "per key"]), label="weight decay")
+    if kind == "none":
+        return 0.0
+    if kind == "one":
+        return data.draw(st.sampled_from([0.01, 0.5]))
+    return {k: data.draw(st.sampled_from([0.0, 0.1, 0.01])) for k in keys}
+
+
+def _family_call(data, name):
+    """(state names, function of (module, params, grads, states dict) -> result)."""
+    d = lambda s, label: data.draw(s, label=label)  # noqa: E731
+    lr = d(st.sampled_from([0.0, 1e-3, 0.1, 2.0]), "lr")
+    beta = st.sampled_from([0.0, 0.5, 0.9, 0.999])
+    eps = d(st.sampled_from([0.0, 1e-8, 0.1]), "eps")
+    t = d(st.sampled_from([1, 2, 7, 10**6, 2**31 + 1]), "t")
+    gs = d(st.sampled_from([1.0, -1.0, 0.25]), "grad_scale")
+    dec = d(st.booleans(), "decoupled")
+    if name == "sgd":
+        mom = d(st.booleans(), "momentum buffer")
+        nest = mom and d(st.booleans(), "nesterov")
+        course = d(st.booleans(), "course")
+        mu, damp = d(beta, "momentum"), d(st.sampled_from([0.0, 0.1, 1.0]), "dampening")
+        return (("b",) if mom else ()), lambda M, P, G, S, wd: M.sgd(
+            P, G, S.get("b"), t, lr, mu, damp, nest, wd, gs, course)
+    if name == "adam_ext":
+        ams = d(st.booleans(), "amsgrad")
+        b1, b2 = d(beta, "beta1"), d(beta, "beta2")
+        return (("v", "s", "max_s") if ams else ("v", "s")), lambda M, P, G, S, wd: M.adam_ext(
+            P, G, S["v"], S["s"], S.get("max_s"), t, lr, b1, b2, eps, wd, dec, gs)
+    if name == "nadam":
+        b1, b2 = d(beta, "beta1"), d(beta, "beta2")
+        mu_product = d(st.sampled_from([1.0, 0.5, 0.9**7]), "mu_product")
+        return ("v", "s"), lambda M, P, G, S, wd: M.nadam(
+            P, G, S["v"], S["s"], t, mu_product, lr, b1, b2, eps, 0.004, wd, dec, gs)
+    if name == "radam":
+        b1, b2 = d(beta, "beta1"), d(beta, "beta2")
+        return ("v", "s"), lambda M, P, G, S, wd: M.radam(
+            P, G, S["v"], S["s"], t, lr, b1, b2, eps, wd, dec, gs)
+    if name == "adamax":
+        b1, b2 = d(beta, "beta1"), d(beta, "beta2")
+        return ("v", "u"), lambda M, P, G, S, wd: M.adamax(
+            P, G, S["v"], S["u"], t, lr, b1, b2, eps, wd, gs)
+    if name == "adagrad":
+        decay = d(st.sampled_from([0.0, 0.1]), "lr_decay")
+        return ("sum",), lambda M, P, G, S, wd: M.adagrad(P, G, S["sum"], t, lr, decay, eps, wd, gs)
+    if name == "rmsprop":
+        centered, mom = d(st.booleans(), "centered"), d(st.booleans(), "momentum")
+        alpha, mu = d(beta, "alpha"), d(beta, "momentum value") if mom else 0.0
+        names = ("sq",) + (("ga",) if centered else ()) + (("b",) if mom else ())
+        return names, lambda M, P, G, S, wd: M.rmsprop(
+            P, G, S["sq"], S.get("ga"), S.get("b"), lr, alpha, eps, mu, wd, gs)
+    if name == "lion":
+        b1, b2 = d(beta, "beta1"), d(beta, "beta2")
+        return ("v",), lambda M, P, G, S, wd: M.lion(P, G, S["v"], lr, b1, b2, wd, gs)
+    return (), lambda M, P, G, S, wd: M.grad_norm(P, G)
+
+
+FAMILY = ["sgd", "adam_ext", "nadam", "radam", "adamax", "adagrad", "rmsprop", "lion", "grad_norm"]
+
+
+@once
+@pytest.mark.skipif(_core is None or not hasattr(_core, "sgd"), reason="no optimizer family")
+@pytest.mark.parametrize("name", FAMILY)
+@settings(max_examples=examples(25), **SETTINGS)
+@given(data=st.data())
+def test_family_backends_agree_bitwise(name, data):
+    from fastoptim import _fallback
+
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    state_names, call = _family_call(data, name)
+    nkeys = data.draw(st.integers(1, 3), label="nkeys")
+    uniform = data.draw(st.booleans(), label="one layout")
+    common = data.draw(st.sampled_from(LAYOUTS), label="layout")
+    roles = ("p", "g") + state_names
+    raw = {r: {} for r in roles}
+    layouts = {r: {} for r in roles}
+    for i in range(nkeys):
+        shape = data.draw(shapes(), label=f"shape W{i}")
+        for r in roles:
+            nonneg = r in ("s", "max_s", "u", "sum", "sq")
+            raw[r][f"W{i}"] = data.draw(hnp.arrays(
+                dtype, shape, elements=values(dtype, nonneg, reference_range=False)), label=r)
+            layouts[r][f"W{i}"] = common if uniform else data.draw(st.sampled_from(LAYOUTS))
+    wd = _wd(data, list(raw["p"]))
+    out = {}
+    start = _core.isa_in_use()
+    try:
+        for impl in ["numpy"] + list(_core.isa_supported()):
+            module = _fallback if impl == "numpy" else _core
+            if impl != "numpy":
+                _core.set_isa(impl)
+            placed = {r: {k: Placed(v, layouts[r][k]) for k, v in d.items()} for r, d in raw.items()}
+            P = {k: pl.view for k, pl in placed["p"].items()}
+            G = {"d" + k: pl.view for k, pl in placed["g"].items()}
+            S = {r: {"d" + k: pl.view for k, pl in placed[r].items()} for r in state_names}
+            try:
+                result = ("ok", call(module, P, G, S, wd))
+            except Exception as exc:  # noqa: BLE001 - compared below
+                result = ("raised", type(exc), str(exc))
+            for r, dd in placed.items():
+                for k, pl in dd.items():
+                    assert pl.outside_ok(), f"{impl}: {r}[{k}] written outside the array"
+            out[impl] = (result, P, S)
+    finally:
+        _core.set_isa(start)
+    (ref_result, ref_P, ref_S) = out.pop("numpy")
+    for impl, (result, P, S) in out.items():
+        if ref_result[0] == "raised" or result[0] == "raised":
+            assert result == ref_result, impl
+            continue
+        a, b = result[1], ref_result[1]
+        if isinstance(b, tuple):  # grad_norm: (norm, finite)
+            assert a[1] == b[1] and (a[0] == b[0] or (a[0] != a[0] and b[0] != b[0])), (impl, a, b)
+        else:
+            assert a == b or (a != a and b != b), (impl, a, b)
+        for k in P:
+            assert_same_bits(P[k], ref_P[k], f"{name} {impl}: parameters[{k!r}]")
+        for r in state_names:
+            for k in S[r]:
+                assert_same_bits(S[r][k], ref_S[r][k], f"{name} {impl}: {r}[{k!r}]")
