@@ -187,7 +187,7 @@ def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, eps
              weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """Adam (weight decay as L2) or AdamW (decoupled), amsgrad when max_s is given:
     max_s = max(max_s, s), used in place of s."""
-    t = check.step(t)
+    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -215,7 +215,7 @@ def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, eps
 def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, epsilon,
           momentum_decay, weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """NAdam (torch's): returns mu_product * mu_t, the product to pass next step."""
-    t = check.step(t)
+    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
     mu_product = check.fraction(mu_product, "mu_product")
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
@@ -248,7 +248,7 @@ def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, e
 def radam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon,
           weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """RAdam (torch's): rectified once rho_t > 5, epsilon on the uncorrected root."""
-    t = check.step(t)
+    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -283,7 +283,7 @@ def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilo
            weight_decay=0.0, grad_scale=1.0):
     """m = b1*m + (1-b1)*gi;  exp_inf = max(b2*exp_inf, |gi| + eps);
     p -= lr/(1-b1^t) * m/exp_inf."""
-    t = check.step(t)
+    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -302,7 +302,7 @@ def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilo
 def adagrad(parameters, grads, sum_, t, learning_rate, lr_decay, epsilon, weight_decay=0.0,
             grad_scale=1.0):
     """sum += gi*gi;  p -= lr/(1 + (t-1)*lr_decay) * gi/(sqrt(sum) + eps)."""
-    t = check.step(t)
+    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
     lr = check.learning_rate(learning_rate)
     lr_decay = check.nonnegative(lr_decay, "lr_decay")
     eps = check.epsilon(epsilon)
