@@ -209,3 +209,26 @@ def test_written_arrays_that_share_memory_are_rejected(case, update, impl):
     with pytest.raises(ValueError, match=names):
         run(update, impl, params, grads, states)
     assert_unchanged(saved, params, grads, *states)
+
+
+@pytest.mark.parametrize("arena", [True, False])
+@pytest.mark.parametrize("algo", ["GD", "Momentum", "Adam"])
+def test_optimizer_gradient_that_is_its_own_parameter(algo, arena):
+    """An optimizer step whose gradient is (a view of) the parameter itself gives
+    what a copy of the gradient gives."""
+    import fastoptim
+
+    rng = np.random.default_rng(8)
+    shapes = [(30, 40), (9000,), (3,)]
+    start = {f"W{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(shapes)}
+    make = getattr(fastoptim, algo)
+    a = make({k: v.copy() for k, v in start.items()}, 0.05, arena=arena)
+    b = make({k: v.copy() for k, v in start.items()}, 0.05, arena=arena)
+    for _ in range(3):
+        pa = a.parameters
+        aliased = {"dW0": pa["W0"], "dW1": pa["W1"][::-1], "dW2": pa["W2"]}
+        copied = {k: np.array(g, copy=True) for k, g in aliased.items()}
+        a.step(aliased)
+        b.step(copied)
+    for k in start:
+        assert_same_bits(a.parameters[k], b.parameters[k], k)
