@@ -122,7 +122,8 @@ class _Extras:
 
     @property
     def options(self):
-        """The boolean options, by name (fixed at construction)."""
+        """The boolean options, by name: set at construction, restored by
+        load_state_dict (those that shape the state, e.g. amsgrad, must match)."""
         return dict(self._opts)
 
     @property
