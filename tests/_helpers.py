@@ -1,7 +1,7 @@
 """Shared pieces of the trust tests (test_properties, test_aliasing, ...).
 
-- UPDATES: every public update, callable through the public API, the compiled
-  module or the NumPy fallback, with one calling convention.
+- UPDATES: the course API's updates (gd, momentum, adam), callable through the
+  public API, the compiled module or the NumPy fallback, one calling convention.
 - reference(): an independent float64 transcription of DESIGN.md's formulas,
   with an absolute error bound per element (see its docstring for the ulps).
 - check_against_reference(): the element-by-element comparison.
@@ -23,8 +23,6 @@ except ImportError:
     _core = None
 
 BACKEND = fastoptim.BACKEND
-
-needs_core = pytest.mark.skipif(_core is None, reason="compiled extension not built")
 
 # Tests that call _core and _fallback side by side do not depend on the backend
 # the public API picked: they run once, in the C-backend pass of the suite.
@@ -150,10 +148,11 @@ def assert_same_bits(a, b, what=""):
 # corrections, eps) rounded to that dtype. Every elementary operation (scalar
 # rounding, product, sum, sqrt, quotient) costs at most half an ulp of its
 # result; the reference itself, in float64, adds its own roundings (comparable
-# for float64 arrays). The bound allows ULPS ulps of the largest term of every
-# sum, propagates the error of the state into the parameter update, and adds
-# ULPS smallest subnormals wherever underflow can lose the value. A denominator
-# no larger than its own error bound (eps = 0 with a second moment near the
+# for float64 arrays). The bound allows ULPS machine epsilons of the dtype
+# relative to the largest term of every sum (ULPS to 2*ULPS ulps of that term),
+# propagates the error of the state into the parameter update, and adds ULPS
+# smallest subnormals wherever underflow can lose the value. A denominator no
+# larger than its own error bound (eps = 0 with a second moment near the
 # underflow threshold) leaves the quotient unbounded: such elements are only
 # checked when an input is NaN or Inf (then the IEEE class must match).
 ULPS = 4
