@@ -463,12 +463,6 @@ def _setup(args, out):
     print(f"protocol: contenders interleaved, best of {args.rounds} rounds, samples >= "
           f"{args.min_ms:g} ms; ratios within this run are what count on a shared machine",
           file=out)
-    load = os.getloadavg()[0]
-    if threads > 1 and load > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load:.2f}: other processes hold cores, and a parallel "
-              f"call waits for its slowest thread; multi-threaded figures (fastoptim C above "
-              f"its serial threshold, the ceiling, torch at every size) will be erratic",
-              file=out)
     return threads
 
 
@@ -568,7 +562,8 @@ def main(argv=None, out=None):
     busy = run_meter.others()
     if busy is not None:
         print(f"other processes used {busy:.2f} of {os.cpu_count()} CPUs on average during "
-              f"this run (\"others\" under each case: during that case); figures on more "
-              f"than one thread need them near 0", file=out)
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}", file=out)
+              f"this run (\"others\" under each case: during that case); a parallel call "
+              f"waits for its slowest thread, so figures on more than one thread (fastoptim "
+              f"above its serial threshold, the ceiling, torch at every size) need them near 0",
+              file=out)
     return 0
