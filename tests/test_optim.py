@@ -574,8 +574,11 @@ def test_repr_names_the_hyperparameters():
 
 
 def test_public_names():
-    assert fo.Adam is optim.Adam and fo.GD is optim.GD and fo.Momentum is optim.Momentum
-    assert issubclass(fo.Adam, optim.Optimizer)
+    # the public classes are the family's, which add options to optim's
+    assert issubclass(fo.Adam, optim.Adam) and issubclass(fo.GD, optim.GD)
+    assert issubclass(fo.Momentum, optim.Momentum)
+    for name in ("AdamW", "SGD", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Lion"):
+        assert issubclass(getattr(fo, name), optim.Optimizer), name
 
 
 @pytest.mark.skipif(fo.BACKEND != "c", reason="the C step releases the GIL")

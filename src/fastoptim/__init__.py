@@ -16,16 +16,25 @@ from .course import (
 from ._config import get_num_threads, set_num_threads, show_config
 from .train import schedule_lr_decay, update_lr
 from . import schedules
-from .optim import GD, Adam, Momentum
+from ._family import (GD, SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam,
+                      RMSprop)
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Adagrad",
     "Adam",
+    "Adamax",
+    "AdamW",
     "BACKEND",
     "GD",
+    "Lion",
     "Momentum",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "SGD",
     "get_num_threads",
     "initialize_adam",
     "initialize_velocity",
