@@ -23,10 +23,15 @@
 #endif
 #endif
 
-/* Elements per call below which a single thread does the work (measured on the
- * development machine: see bench/ and the README). */
-#ifndef FO_PARALLEL_MIN
-#define FO_PARALLEL_MIN 65536
+/* Elements per call below which a single thread does the work. Measured for
+ * Adam on the development machine (1 vs 2 threads, threads idle between calls
+ * as in a training loop): two threads start to win at about 32K float32 or 8K
+ * float64 elements, about 5-10 us of serial work either way. */
+#ifndef FO_PARALLEL_MIN_F32
+#define FO_PARALLEL_MIN_F32 32768
+#endif
+#ifndef FO_PARALLEL_MIN_F64
+#define FO_PARALLEL_MIN_F64 8192
 #endif
 
 static const fo_kernels *kern = &fo_kernels_baseline;
@@ -106,7 +111,10 @@ int fo_have_openmp(void)
 #endif
 }
 
-size_t fo_parallel_threshold(void) { return FO_PARALLEL_MIN; }
+size_t fo_parallel_threshold(size_t elem_size)
+{
+    return elem_size == sizeof(float) ? FO_PARALLEL_MIN_F32 : FO_PARALLEL_MIN_F64;
+}
 
 /* One update: `range(ctx, i, lo, hi)` updates elements [lo, hi) of array i. */
 typedef void (*range_fn)(const void *ctx, size_t i, size_t lo, size_t hi);
@@ -146,7 +154,7 @@ static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, con
         total += n[i];
 #ifdef _OPENMP
     int nt = fo_get_num_threads();
-    if (nt > 1 && total >= FO_PARALLEL_MIN) {
+    if (nt > 1 && total >= fo_parallel_threshold(elem_size)) {
         const size_t align = 64 / elem_size;
         parallel_used = 1;
 #pragma omp parallel num_threads(nt)

@@ -27,7 +27,7 @@ const char *fo_isa_name(int isa);
 void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
 int fo_have_openmp(void);
-size_t fo_parallel_threshold(void);
+size_t fo_parallel_threshold(size_t elem_size); /* elements; serial below */
 
 /* Byte ranges [lo, hi) of a call's arrays; `written` marks arrays the call writes.
  * Returns 1 when no written range overlaps any other range (read-only ranges may

@@ -451,14 +451,14 @@ def _setup(args, out):
     try:
         core = _core()
         isa = core.set_isa(args.isa) if args.isa else core.isa_in_use()
-        threshold = core.build_info()["parallel_threshold"]
+        threshold = "/".join(map(str, core.build_info()["parallel_threshold"].values()))
     except Unavailable as exc:
         threshold = "-"
         print(f"fastoptim C and the ceiling are skipped: {exc}", file=out)
     print(f"fastoptim bench: {platform.machine()}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}", file=out)
     print(f"fastoptim: isa {isa}, {_config.get_num_threads()} threads "
-          f"(serial below {threshold} elements); numpy {np.__version__}; torch {torch_note}",
+          f"(serial below {threshold} float32/float64 elements); numpy {np.__version__}; torch {torch_note}",
           file=out)
     print(f"protocol: contenders interleaved, best of {args.rounds} rounds, samples >= "
           f"{args.min_ms:g} ms; ratios within this run are what count on a shared machine",

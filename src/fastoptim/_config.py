@@ -47,4 +47,6 @@ def show_config():
     for key, value in config().items():
         if isinstance(value, list):
             value = ", ".join(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
         print(f"{key:>20}: {value}")

@@ -37,7 +37,7 @@ cdef extern from "fastoptim.h" nogil:
     void fo_set_num_threads(int n)
     int fo_get_num_threads()
     int fo_have_openmp()
-    size_t fo_parallel_threshold()
+    size_t fo_parallel_threshold(size_t elem_size)
     const char *fo_compiler()
     const char *fo_kernel_flags()
     int fo_spans_disjoint(fo_span *s, size_t n)
@@ -156,7 +156,8 @@ def get_num_threads():
 def build_info():
     return {
         "openmp": bool(fo_have_openmp()),
-        "parallel_threshold": fo_parallel_threshold(),
+        "parallel_threshold": {"float32": fo_parallel_threshold(4),
+                               "float64": fo_parallel_threshold(8)},
         "compiler": fo_compiler().decode(),
         "kernel_flags": fo_kernel_flags().decode(),
     }
