@@ -155,7 +155,7 @@ def _writable(label, a):
 def _internal_overlap(a):
     """True if two elements of `a` may share memory (a conservative test:
     each stride must step over everything the smaller strides span)."""
-    if a.size == 0:
+    if a.size == 0 or a.flags.c_contiguous or a.flags.f_contiguous:
         return False
     span = a.itemsize
     for stride, n in sorted((abs(s), n) for s, n in zip(a.strides, a.shape) if n > 1):
@@ -171,10 +171,17 @@ def _overlaps(labelled):
 
     Byte ranges are sorted and swept, so only arrays whose ranges intersect are
     compared exactly (np.shares_memory)."""
+    if all(a.flags.owndata for _, a, _ in labelled):
+        # Arrays that own their buffers (the usual case) can share memory only by
+        # being the same array: a unit range per object finds exactly those pairs.
+        def bounds(a):
+            return id(a), id(a) + 1
+    else:
+        bounds = byte_bounds
     spans = []
     for label, a, written in labelled:
         if a.size:
-            lo, hi = byte_bounds(a)
+            lo, hi = bounds(a)
             spans.append((lo, hi, label, a, written))
     spans.sort(key=lambda s: s[0])
     shared_grads = set()
