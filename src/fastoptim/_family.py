@@ -268,34 +268,16 @@ class _Family(_Extras, _optim.Optimizer):
     precompiled plan (each step gathers its arrays, then makes one C call per
     dtype)."""
 
-    _state_fill = 0.0
-
     def __init__(self, parameters, learning_rate, arena, hyper, flags, state_names, *,
                  max_grad_norm=None, skip_nonfinite=False, weight_decay=0.0,
                  weight_decay_mask=None):
-        # As Optimizer.__init__, without its object plan (course algorithms only).
-        if not isinstance(arena, (bool, np.bool_)):
-            raise TypeError(f"arena must be True or False, got {arena!r}")
-        self._schedule = None
-        self._lr = 0.0
-        self.learning_rate = learning_rate
-        self._h = {name: validate(hyper[name], name) for name, validate in self._hyper.items()}
-        arrays = _optim._check_parameters(parameters)
-        self._prepare(parameters, flags, max_grad_norm, skip_nonfinite, weight_decay,
-                      weight_decay_mask)
-        self._arena = bool(arena)
-        self._t = 0
         self._state_names = tuple(state_names)
-        params, self._state, self._buffers = _optim._build(arrays, self._state_names,
-                                                           self._arena)
-        if self._state_fill:
-            for d in self._state.values():
-                for a in d.values():
-                    a.fill(self._state_fill)
-        self._params = params
-        self._plan = None
-        if self._arena:
-            parameters.update(params)
+        self._options = (flags, max_grad_norm, skip_nonfinite, weight_decay, weight_decay_mask)
+        super().__init__(parameters, learning_rate, arena, **hyper)
+
+    def _check_options(self, parameters):
+        self._prepare(parameters, *self._options)
+        del self._options
 
     def _s(self, name):
         """A state dict by name, or None when the options leave it out."""

@@ -65,6 +65,10 @@ class Optimizer(getattr(_impl, "OptimizerBase", _Stepper)):
     _algo = None
     _state_names = ()
     _hyper = {}
+    _state_fill = 0.0
+
+    def _check_options(self, parameters):
+        """A subclass's further options, checked before the parameters move."""
 
     def __init__(self, parameters, learning_rate, arena=True, **hyper):
         if not isinstance(arena, (bool, np.bool_)):
@@ -74,10 +78,15 @@ class Optimizer(getattr(_impl, "OptimizerBase", _Stepper)):
         self.learning_rate = learning_rate
         self._h = {name: validate(hyper[name], name) for name, validate in self._hyper.items()}
         arrays = _check_parameters(parameters)
+        self._check_options(parameters)
         self._arena = bool(arena)
         self._t = 0
 
         params, self._state, self._buffers = _build(arrays, self._state_names, self._arena)
+        if self._state_fill:  # e.g. Adagrad's initial accumulator
+            for d in self._state.values():
+                for a in d.values():
+                    a.fill(self._state_fill)
         self._params = params
         self._plan = None
         if _object_plan is not None and self._algo is not None:
