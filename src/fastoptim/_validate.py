@@ -16,10 +16,7 @@ except ImportError:  # NumPy < 2.0
 
 
 def learning_rate(value, name="learning_rate"):
-    x = _real(value, name)
-    if not (math.isfinite(x) and x >= 0.0):
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-    return x
+    return nonnegative(value, name)
 
 
 def beta(value, name):
@@ -38,15 +35,20 @@ def epsilon(value, name="epsilon"):
 
 def step(value, name="t"):
     """A positive integer (not bool): Adam's step count, a batch size."""
+    return integer(value, name, minimum=1)
+
+
+def integer(value, name, minimum):
+    """An integer (not bool) >= minimum."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     try:
-        t = operator.index(value)
+        n = operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if t < 1:
-        raise ValueError(f"{name} must be >= 1, got {t}")
-    return t
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
 
 
 def _real(value, name):

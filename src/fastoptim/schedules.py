@@ -11,7 +11,6 @@ and likewise `ScheduleLRDecay` and `schedule_lr_decay`.
 """
 import math
 import numbers
-import operator
 
 import numpy as np
 
@@ -29,15 +28,7 @@ class Schedule:
     _args = ()
 
     def __call__(self, step):
-        if isinstance(step, (bool, np.bool_)):
-            raise TypeError("step must be an integer, got bool")
-        try:
-            n = operator.index(step)
-        except TypeError:
-            raise TypeError(f"step must be an integer, got {type(step).__name__}") from None
-        if n < 0:
-            raise ValueError(f"step must be >= 0, got {n}")
-        return self._value(n)
+        return self._value(check.integer(step, "step", minimum=0))
 
     def _value(self, n):
         raise NotImplementedError
@@ -107,7 +98,7 @@ class StepDecay(Schedule):
 
     def __init__(self, learning_rate0, step_size, gamma=0.1):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
-        self.step_size = _count(step_size, "step_size", minimum=1)
+        self.step_size = check.integer(step_size, "step_size", minimum=1)
         self.gamma = _rate(gamma, "gamma")
 
     def _value(self, n):
@@ -129,8 +120,8 @@ class CosineDecay(Schedule):
 
     def __init__(self, learning_rate0, decay_steps, warmup_steps=0, eta_min=0.0):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
-        self.decay_steps = _count(decay_steps, "decay_steps", minimum=1)
-        self.warmup_steps = _count(warmup_steps, "warmup_steps", minimum=0)
+        self.decay_steps = check.integer(decay_steps, "decay_steps", minimum=1)
+        self.warmup_steps = check.integer(warmup_steps, "warmup_steps", minimum=0)
         self.eta_min = _rate(eta_min, "eta_min")
         if self.warmup_steps > self.decay_steps:
             raise ValueError(
@@ -188,15 +179,3 @@ def _positive(value, name):
     if not x > 0.0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return int(x) if isinstance(value, numbers.Integral) else x
-
-
-def _count(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        n = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}") from None
-    if n < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {n}")
-    return n
