@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import fastoptim
-from _helpers import IMPLS, UPDATES, assert_same_bits, assert_unchanged, clone, snapshot
+from _helpers import (IMPLS, UPDATES, assert_same_bits, assert_unchanged, clone, problem,
+                      snapshot)
 
 ids = lambda u: u.name  # noqa: E731
 SHAPES = [(300, 40), (9000,), (7, 3)]  # the first two exceed the GIL-release threshold
@@ -16,17 +17,7 @@ LAST = "W2"
 
 
 def dict_call(update, dtype=np.float32, order="C", seed=0):
-    rng = np.random.default_rng(seed)
-
-    def arr(shape, positive=False):
-        a = rng.standard_normal(shape)
-        return np.array(np.abs(a) if positive else a, dtype=dtype, order=order)
-
-    params = {f"W{i}": arr(s) for i, s in enumerate(SHAPES)}
-    grads = {"d" + k: arr(p.shape) for k, p in params.items()}
-    states = [{"d" + k: arr(p.shape, name == "s") for k, p in params.items()}
-              for name in update.states]
-    return params, grads, states
+    return problem(update, SHAPES, dtype=dtype, seed=seed, order=order)
 
 
 def _set_grad(value):
