@@ -27,6 +27,12 @@ def _silent(update):
     return wrapper
 
 
+def _step(t):
+    """The validated step count, capped at 2**64: beta**t is 0 long before that
+    for any beta < 1, and the cap keeps float(t) from overflowing."""
+    return min(check.step(t), 2**64)
+
+
 @_silent
 def gd(parameters, grads, learning_rate):
     """p -= learning_rate * g"""
@@ -50,17 +56,15 @@ def momentum(parameters, grads, v, beta, learning_rate):
 def adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon):
     """m = b1*m + (1-b1)*g;  s = b2*s + (1-b2)*g*g;
     p -= lr * (m/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)"""
-    t = check.step(t)
+    t = _step(t)
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
     eps = check.epsilon(epsilon)
     # Per-step scalars in double, once per call; the per-element work below is
-    # in the arrays' dtype. beta**t is 0 long before t = 2**64 for any beta < 1;
-    # the cap keeps float(t) from overflowing for larger t.
-    tf = float(min(t, 2**64))
-    step = lr / (1.0 - beta1**tf)
-    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**tf)
+    # in the arrays' dtype.
+    step = lr / (1.0 - beta1**t)
+    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
     for p, g, (m, sq) in check.gather(parameters, grads, (("v", v), ("s", s))):
         m *= beta1
         m += (1.0 - beta1) * g
@@ -187,7 +191,7 @@ def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, eps
              weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """Adam (weight decay as L2) or AdamW (decoupled), amsgrad when max_s is given:
     max_s = max(max_s, s), used in place of s."""
-    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
+    t = _step(t)
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -215,7 +219,7 @@ def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, eps
 def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, epsilon,
           momentum_decay, weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """NAdam (torch's): returns mu_product * mu_t, the product to pass next step."""
-    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
+    t = _step(t)
     mu_product = check.fraction(mu_product, "mu_product")
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
@@ -248,7 +252,7 @@ def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, e
 def radam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon,
           weight_decay=0.0, decoupled=False, grad_scale=1.0):
     """RAdam (torch's): rectified once rho_t > 5, epsilon on the uncorrected root."""
-    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
+    t = _step(t)
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -283,7 +287,7 @@ def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilo
            weight_decay=0.0, grad_scale=1.0):
     """m = b1*m + (1-b1)*gi;  exp_inf = max(b2*exp_inf, |gi| + eps);
     p -= lr/(1-b1^t) * m/exp_inf."""
-    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
+    t = _step(t)
     lr = check.learning_rate(learning_rate)
     beta1 = check.beta(beta1, "beta1")
     beta2 = check.beta(beta2, "beta2")
@@ -302,7 +306,7 @@ def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilo
 def adagrad(parameters, grads, sum_, t, learning_rate, lr_decay, epsilon, weight_decay=0.0,
             grad_scale=1.0):
     """sum += gi*gi;  p -= lr/(1 + (t-1)*lr_decay) * gi/(sqrt(sum) + eps)."""
-    t = min(check.step(t), 2**64)  # as in adam(): float(t) stays finite
+    t = _step(t)
     lr = check.learning_rate(learning_rate)
     lr_decay = check.nonnegative(lr_decay, "lr_decay")
     eps = check.epsilon(epsilon)
