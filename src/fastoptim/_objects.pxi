@@ -103,23 +103,8 @@ cdef class ObjectPlan:
 
     cdef inline bint _grad_ok(self, PyObject *obj, Py_ssize_t i) noexcept:
         """Is `obj` an array the C path takes as the gradient of key i?"""
-        if not cnp.PyArray_Check(<object>obj):
-            return False
-        cdef cnp.ndarray a = <cnp.ndarray>obj
-        cdef int j, ndim = self.ndim[i]
-        if (cnp.PyArray_TYPE(a) != self.groups[self.group[i]].typenum
-                or cnp.PyArray_NDIM(a) != ndim
-                or not cnp.PyArray_ISNOTSWAPPED(a) or not cnp.PyArray_ISALIGNED(a)):
-            return False
-        if not (cnp.PyArray_IS_C_CONTIGUOUS(a) if self.c_order[i]
-                else cnp.PyArray_IS_F_CONTIGUOUS(a)):
-            return False
-        cdef cnp.npy_intp *d = cnp.PyArray_DIMS(a)
-        cdef cnp.npy_intp *want = self.dims + i * cnp.NPY_MAXDIMS
-        for j in range(ndim):
-            if d[j] != want[j]:
-                return False
-        return True
+        return _fast_array(obj, self.groups[self.group[i]].typenum, self.ndim[i],
+                           self.dims + i * cnp.NPY_MAXDIMS, self.c_order[i], False)
 
     cdef inline bint _written(self, uintptr_t lo, uintptr_t hi) noexcept:
         """Does [lo, hi) meet a range the step writes? (binary search: the last
