@@ -316,3 +316,72 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match=r"parameters\['W1'\].*read-only"):
         fo.load_checkpoint(tmp_path / "c.npz", target)
     assert_bitwise(target, before)
+
+
+# --- nothing is unpickled; the order that makes a save durable -------------------------
+
+class _Unpickles:
+    """An object whose unpickling creates a marker directory."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.parametrize("entry", ["parameters/W1", "optimizer/v/dW1", "optimizer/t",
+                                   "fastoptim/checkpoint"])
+def test_pickled_entry_is_refused_without_unpickling(entry, tmp_path):
+    path, _, _, _, _ = saved_run(tmp_path)
+    marker = tmp_path / "unpickled"
+    with np.load(path, allow_pickle=False) as npz:
+        entries = {k: npz[k] for k in npz.files}
+    entries[entry] = np.array([_Unpickles(marker)], dtype=object)
+    np.savez(path, **entries)
+    params = init(seed=8)
+    opt = fo.Adam(params, learning_rate=0.3)
+    before = copy(params), copy(opt.state["v"])
+    with pytest.raises(ValueError, match="run.npz"):
+        fo.load_checkpoint(path, params, opt)
+    assert not marker.exists(), "load_checkpoint unpickled an entry"
+    assert opt.t == 0 and opt.learning_rate == 0.3
+    assert_bitwise(params, before[0])
+    assert_bitwise(opt.state["v"], before[1])
+    # the file really would run code when unpickled (so the test can fail)
+    with np.load(path, allow_pickle=True) as npz:
+        npz[entry]
+    assert marker.exists()
+
+
+def test_save_is_durable_in_order(tmp_path, monkeypatch):
+    """fsync of the complete temporary file, then the rename over the target,
+    then fsync of the directory (POSIX), so the new checkpoint survives a power
+    loss once save_checkpoint returns."""
+    import stat
+
+    params = init()
+    opt = fo.Adam(params)
+    opt.step(grad_seq(np.float64, 1)[0])
+    path = tmp_path / "run.npz"
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", "dir" if stat.S_ISDIR(st.st_mode) else "file", st.st_size))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(src).startswith(".run.npz."),
+                       os.fspath(dst) == os.fspath(path)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    fo.save_checkpoint(path, params, opt)
+    size = path.stat().st_size
+    expected = [("fsync", "file", size), ("replace", True, True)]
+    if os.name == "posix":
+        expected.append(("fsync", "dir", tmp_path.stat().st_size))
+    assert events == expected

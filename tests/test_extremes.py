@@ -255,3 +255,41 @@ def test_family_at_extreme_step_counts(name):
     np.testing.assert_array_equal(results[10**400], results[2**64 + 1])
     # the compiled path (t <= 2**62) and the fallback (beyond) agree across the edge
     np.testing.assert_allclose(results[2**62 + 1], results[2**62], rtol=1e-12)
+
+
+# --- NaN through a running maximum (test database: every state kept as a max) ---------
+
+import optimizer_db as db  # noqa: E402
+
+RUNNING_MAX = [(info, kwargs, name) for info in db.INFOS for kwargs, name in info.running_max]
+RM_IDS = [f"{info.name}-{name}" for info, _, name in RUNNING_MAX]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("info,kwargs,name", RUNNING_MAX, ids=RM_IDS)
+def test_nan_gradient_stays_in_a_running_maximum(info, kwargs, name, dtype):
+    """Gradients [nan] then [1.0]: the maximum keeps the NaN (np.maximum's rule),
+    it is not replaced by the finite newcomer."""
+    params = {"W": np.zeros(1, dtype)}
+    opt = info.cls(params, **kwargs)
+    opt.step({"dW": np.array([np.nan], dtype)})
+    assert np.isnan(opt.state[name]["dW"][0])
+    opt.step({"dW": np.array([1.0], dtype)})
+    assert np.isnan(opt.state[name]["dW"][0]), f"{info.name} {name} dropped the NaN"
+    assert np.isnan(params["W"][0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("info,kwargs,name", RUNNING_MAX, ids=RM_IDS)
+def test_nan_running_maximum_with_finite_state_stays(info, kwargs, name, dtype):
+    """Only the maximum holds a NaN (every other state finite) and the gradient
+    is finite: the NaN stays, whichever side of the comparison it is on."""
+    params = {"W": np.zeros(1, dtype)}
+    opt = info.cls(params, **kwargs)
+    opt.step({"dW": np.array([0.5], dtype)})
+    sd = opt.state_dict()
+    sd[f"{name}/dW"] = np.array([np.nan], dtype)
+    opt.load_state_dict(sd)
+    opt.step({"dW": np.array([1.0], dtype)})
+    assert np.isnan(opt.state[name]["dW"][0]), f"{info.name} {name} dropped the NaN"
+    assert all(np.isfinite(d["dW"][0]) for n, d in opt.state.items() if n != name)
