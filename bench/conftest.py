@@ -1,6 +1,6 @@
 """pytest-benchmark suite: python -m pytest bench/ --benchmark-only
 
-Every contender of fastoptim._bench (fastoptim C, the NumPy fallback, the seed's
+Every contender of fastoptim.benchmarks.adam (fastoptim C, the NumPy fallback, the seed's
 NumPy code, torch's fused Adam when torch imports, the memory-traffic ceiling) on
 every problem: one benchmark group per problem, the contender in the test id.
 Options: --fo-sizes 1e2,1e4 (vector sizes), --fo-dtype float32|float64|both,
@@ -11,7 +11,7 @@ test on its own, not interleaved: for ratios on a shared machine prefer
 import numpy as np
 import pytest
 
-from fastoptim import _bench
+from fastoptim.benchmarks import adam as _bench, cli as _cli
 
 
 def pytest_addoption(parser):

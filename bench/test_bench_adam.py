@@ -1,7 +1,7 @@
 """One Adam step per contender and problem (see conftest.py for the options)."""
 import pytest
 
-from fastoptim import _bench
+from fastoptim.benchmarks import adam as _bench, cli as _cli
 
 ALGORITHM = "adam"
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastoptim import _bench, _seed
+from fastoptim.benchmarks import adam as _bench, cli as _cli, seed as _seed
 
 CONTENDERS = ["fastoptim C", _bench.OBJECT, "fastoptim numpy", "seed numpy", "torch fused",
               "ceiling"]
@@ -40,7 +40,7 @@ def _rows(text, case):
 
 def test_bench_prints_every_contender_size_and_target():
     out = io.StringIO()
-    assert _bench.main(TINY + ["--sizes", "100,1000"], out=out) == 0
+    assert _cli.main(TINY + ["--sizes", "100,1000"], out=out) == 0
     text = out.getvalue()
     available, skipped = _available()
 
@@ -91,7 +91,7 @@ def test_bench_command_line():
 
 def test_bench_rejects_bad_sizes(capsys):
     with pytest.raises(SystemExit):
-        _bench.main(["--sizes", "ten"])
+        _cli.main(["--sizes", "ten"])
     assert "sizes must be numbers" in capsys.readouterr().err
 
 

@@ -1,8 +1,8 @@
-"""fastoptim.datasets: make_moons equal to scikit-learn's, and the course's data set."""
+"""fastoptim.demo.datasets: make_moons equal to scikit-learn's, and the course's data set."""
 import numpy as np
 import pytest
 
-from fastoptim.datasets import load_dataset, make_moons
+from fastoptim.demo.datasets import load_dataset, make_moons
 
 
 @pytest.fixture

@@ -5,17 +5,17 @@ import io
 import numpy as np
 import pytest
 
-from fastoptim import _bench
+from fastoptim.benchmarks import adam as _bench, cli as _cli
 
 pytest.importorskip("fastoptim._core", reason="the family bench times the compiled backend")
-from fastoptim import _bench_family  # noqa: E402 - registers the family's contenders
+from fastoptim.benchmarks import family as _bench_family  # noqa: E402
 
 TINY = ["--algo", "all", "--quick", "--rounds", "1", "--min-ms", "0.2", "--threads", "1"]
 
 
 def test_every_optimizer_has_a_row():
     out = io.StringIO()
-    assert _bench.main(TINY + ["--sizes", "3000", "--dtype", "float64"], out=out) == 0
+    assert _cli.main(TINY + ["--sizes", "3000", "--dtype", "float64"], out=out) == 0
     text = out.getvalue()
     for spec in _bench_family.SPECS:
         row = next(line for line in text.splitlines() if line.startswith(spec.title + " "))

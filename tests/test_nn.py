@@ -1,9 +1,9 @@
-"""fastoptim.nn: the course's network, checked against the course's explicit
+"""fastoptim.demo.nn: the course's network, checked against the course's explicit
 3-layer code and against finite differences."""
 import numpy as np
 import pytest
 
-from fastoptim.nn import (
+from fastoptim.demo.nn import (
     backward_propagation,
     compute_cost,
     forward_propagation,

@@ -1,4 +1,4 @@
-"""fastoptim.train: the course's training runs reproduced, and the CLI end to end.
+"""fastoptim.demo.train: the course's training runs reproduced, and the CLI end to end.
 
 Published numbers come from the course's "Optimization methods" notebook: its
 accuracy table (5000 epochs in the edition with learning-rate decay, 10000 in
@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 
 import fastoptim
-from fastoptim import train
-from fastoptim.datasets import load_dataset
-from fastoptim.nn import (
+from fastoptim.demo import train
+from fastoptim.demo.datasets import load_dataset
+from fastoptim.demo.nn import (
     backward_propagation,
     compute_cost,
     forward_propagation,
     initialize_parameters,
     predict,
 )
-from fastoptim.train import model, schedule_lr_decay, update_lr
+from fastoptim.demo.train import model
+from fastoptim.schedules import schedule_lr_decay, update_lr
 
 LAYERS = [2, 5, 2, 1]
 TWO_SAMPLES = 100 * 2 / 300  # percent

@@ -14,8 +14,8 @@ from .course import (
     update_parameters_with_momentum,
 )
 from ._config import get_num_threads, set_num_threads, show_config
-from .train import schedule_lr_decay, update_lr
 from . import schedules
+from .schedules import schedule_lr_decay, update_lr
 from ._family import (GD, SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam,
                       RMSprop)
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -15,10 +15,10 @@ def main(argv=None):
         show_config()
         return 0
     if command == "bench":
-        from ._bench import main as bench_main
+        from .benchmarks.cli import main as bench_main
 
         return bench_main(rest)
-    from .train import main as train_main
+    from .demo.train import main as train_main
 
     return train_main(rest)
 

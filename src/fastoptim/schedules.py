@@ -17,7 +17,18 @@ import numpy as np
 from . import _validate as check
 
 __all__ = ["CosineDecay", "ExponentialDecay", "Schedule", "ScheduleLRDecay", "StepDecay",
-           "UpdateLR"]
+           "UpdateLR", "schedule_lr_decay", "update_lr"]
+
+
+def update_lr(learning_rate0, epoch_num, decay_rate):
+    """The course's learning-rate decay: learning_rate0 / (1 + decay_rate * epoch_num)."""
+    return 1 / (1 + decay_rate * epoch_num) * learning_rate0
+
+
+def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
+    """The course's decay in steps, once every `time_interval` epochs:
+    learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
+    return 1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0
 
 
 class Schedule:

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from . import _bench as B
+from . import adam as B
 
 TORCH = "torch"
 FAMILY_SIZES = (10**7,)

@@ -1,4 +1,4 @@
-"""The course's training run: the moons data, the network of fastoptim.nn,
+"""The course's training run: the moons data, the network of fastoptim.demo.nn,
 mini-batch gradient descent, momentum or Adam through fastoptim's updates.
 
 `model` is the course's function. `main` is `python -m fastoptim train`: it
@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from . import course
+from .. import course
+from ..schedules import schedule_lr_decay, update_lr
 from .nn import (
     backward_propagation,
     compute_cost,
@@ -31,17 +32,6 @@ COURSE_ACCURACY = {
     10000: {"gd": 79.7, "momentum": 79.7, "adam": 94.0},
 }
 COURSE_LAYERS = [2, 5, 2, 1]
-
-
-def update_lr(learning_rate0, epoch_num, decay_rate):
-    """The course's learning-rate decay: learning_rate0 / (1 + decay_rate * epoch_num)."""
-    return 1 / (1 + decay_rate * epoch_num) * learning_rate0
-
-
-def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
-    """The course's decay in steps, once every `time_interval` epochs:
-    learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
-    return 1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0
 
 
 def model(X, Y, layers_dims, optimizer="adam", learning_rate=0.0007, mini_batch_size=64,
@@ -223,18 +213,18 @@ def main(argv=None):
 
 
 def _default_backend():
-    from . import BACKEND
+    from .. import BACKEND
 
     return BACKEND
 
 
 def _backends():
     """{"c": _core, "numpy": _fallback}, without "c" when the extension does not import."""
-    from . import _fallback
+    from .. import _fallback
 
     backends = {"numpy": _fallback}
     try:
-        from . import _core
+        from .. import _core
     except ImportError:
         pass
     else:
@@ -420,8 +410,8 @@ def _course_accuracy(optimizer, args):
 
 
 def _header(args, chosen):
-    from . import __version__
-    from ._config import config
+    from .. import __version__
+    from .._config import config
 
     info = config()
     backend = chosen

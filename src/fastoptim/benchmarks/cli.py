@@ -1,0 +1,94 @@
+"""python -m fastoptim bench: the command line of the benchmarks."""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import adam as B
+from . import family
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="python -m fastoptim bench",
+        description="fastoptim's Adam step against the NumPy fallback, the seed's NumPy code, "
+                    "torch's fused CPU Adam and the memory-traffic ceiling (see BENCH.md).")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer rounds, shorter samples and fewer sizes (smoke tests)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for fastoptim and torch (default: fastoptim's current count)")
+    ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    ap.add_argument("--sizes", type=B._sizes, default=None,
+                    help="comma-separated vector sizes (default 1e2,1e3,...,1e7)")
+    ap.add_argument("--big", action="store_true", help="add n=3e7 when memory allows")
+    ap.add_argument("--no-models", dest="models", action="store_false",
+                    help="skip the whole-model steps")
+    ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7)")
+    ap.add_argument("--min-ms", type=float, default=None,
+                    help="shortest timed sample in ms (default 20)")
+    ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
+                    help="cap fastoptim's instruction set (default: the best available)")
+    ap.add_argument("--algo", choices=("adam", "all"), default="adam",
+                    help="all: every optimizer of the family against its own ceiling and "
+                         "torch (default size 1e7; see fastoptim.benchmarks.family)")
+    return ap.parse_args(argv)
+
+
+
+def main(argv=None, out=None):
+    out = sys.stdout if out is None else out
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else 7
+    if args.min_ms is None:
+        args.min_ms = 5.0 if args.quick else 20.0
+    sizes = args.sizes or list(B.QUICK_SIZES if args.quick else B.VECTOR_SIZES)
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    if args.big:
+        need = 10 * B.ALGORITHMS["adam"].bytes_per_element(np.float64) * B.BIG_SIZE
+        avail = B._available_memory()
+        if avail is None or avail > need:
+            sizes.append(B.BIG_SIZE)
+        else:
+            print(f"n=3e7 skipped: {avail / 2**30:.1f} GiB available", file=out)
+
+    run_meter = B.CpuMeter()
+    B._setup(args, out)
+    if args.algo == "all":
+        args.sizes = None if args.sizes is None else sizes
+        family.main(args, out)
+        return 0
+    adam = B.ALGORITHMS["adam"]
+    min_ns = args.min_ms * 1e6
+    results = {}
+    skipped = {}
+    for dt in dtypes:
+        print(f"\n{adam.title} {dt}: {adam.bytes_per_element(dt)} bytes/element "
+              f"({adam.traffic}); C speed-up = contender time / fastoptim C time", file=out)
+        print(B.HEADER, file=out)
+        skipped.update(B.run_problems([B.vector(n, dt) for n in sizes], adam, args.rounds, min_ns,
+                                    out, results))
+    if args.models:
+        print(f"\n{adam.title}, whole-model steps (one call per step; {B.OBJECT}: the object API)",
+              file=out)
+        print(B.HEADER, file=out)
+        skipped.update(B.run_problems([B.course_net(), B.mlp()], adam, args.rounds, min_ns, out,
+                                    results))
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why}", file=out)
+
+    print(file=out)
+    memory = B.memory_check(B.MEMORY_SIZE if not args.quick else 10**6, out)
+
+    print("\ntargets (BENCH.md; development machine, 2 threads)", file=out)
+    for desc, measured, target, verdict in B.targets(results, dtypes, memory):
+        print(f"  {desc:<44} {measured:>10}  {target:>9}  {verdict}", file=out)
+    busy = run_meter.others()
+    if busy is not None:
+        print(f"other processes used {busy:.2f} of {os.cpu_count()} CPUs on average during "
+              f"this run (\"others\" under each case: during that case); a parallel call "
+              f"waits for its slowest thread, so figures on more than one thread (fastoptim "
+              f"above its serial threshold, the ceiling, torch at every size) need them near 0",
+              file=out)
+    return 0
