@@ -1,4 +1,4 @@
-/* The element loops. This file is compiled once per instruction set with
+/* The rules' element loops. This file is compiled once per instruction set with
  * FO_ISA set to baseline, avx2 or avx512 (see CMakeLists.txt); the compiler
  * vectorizes each loop for that set. Build flags that matter:
  *   -fno-math-errno   lets sqrt vectorize (else a libm call per element);
@@ -46,29 +46,11 @@
 #undef FO_SQRT
 #undef FO_FABS
 
+#define FO_ENTRY(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_prepare_f32), FO_FN(name##_prepare_f64)},
+#define FO_KERNEL(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_f32), FO_FN(name##_f64)},
 const fo_kernels FO_CAT(fo_kernels, FO_ISA) = {
-    FO_FN(gd_f32), FO_FN(gd_f64),
-    FO_FN(mom_f32), FO_FN(mom_f64),
-    FO_FN(adam_f32), FO_FN(adam_f64),
-    FO_FN(ceil_f32), FO_FN(ceil_f64),
-    .sgd_f32 = FO_FN(sgd_f32),
-    .adamx_f32 = FO_FN(adamx_f32),
-    .nadam_f32 = FO_FN(nadam_f32),
-    .radam_f32 = FO_FN(radam_f32),
-    .adamax_f32 = FO_FN(adamax_f32),
-    .adagrad_f32 = FO_FN(adagrad_f32),
-    .rmsprop_f32 = FO_FN(rmsprop_f32),
-    .lion_f32 = FO_FN(lion_f32),
-    .sumsq_f32 = FO_FN(sumsq_f32),
-    .ceiln_f32 = FO_FN(ceiln_f32),
-    .sgd_f64 = FO_FN(sgd_f64),
-    .adamx_f64 = FO_FN(adamx_f64),
-    .nadam_f64 = FO_FN(nadam_f64),
-    .radam_f64 = FO_FN(radam_f64),
-    .adamax_f64 = FO_FN(adamax_f64),
-    .adagrad_f64 = FO_FN(adagrad_f64),
-    .rmsprop_f64 = FO_FN(rmsprop_f64),
-    .lion_f64 = FO_FN(lion_f64),
-    .sumsq_f64 = FO_FN(sumsq_f64),
-    .ceiln_f64 = FO_FN(ceiln_f64),
+    .prepare = {FO_RULES(FO_ENTRY)},
+    .kernel = {FO_RULES(FO_KERNEL)},
+    .sumsq = {FO_FN(sumsq_f32), FO_FN(sumsq_f64)},
+    .ceiling = {FO_FN(ceiling_f32), FO_FN(ceiling_f64)},
 };

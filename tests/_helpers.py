@@ -48,14 +48,20 @@ class Update:
     states: tuple        # state dict names, in call order
 
     def call(self, impl, params, grads, states, hyper):
-        """Run the update through `impl` ("public", "c" or "numpy")."""
+        """Run the update through `impl` ("public", "c" or "numpy"): the course's
+        function, or the backend's generic update with the same arguments."""
         if impl == "public":
-            fn = getattr(fastoptim, self.public)
-        elif impl == "c":
-            fn = getattr(_core, self.name)
-        else:
-            fn = getattr(_fallback, self.name)
-        return fn(params, grads, *states, *self.order(hyper))
+            return getattr(fastoptim, self.public)(params, grads, *states, *self.order(hyper))
+        update = (_core if impl == "c" else _fallback).update
+        h = hyper
+        if self.name == "gd":
+            return update("sgd", params, grads, (None,), 1, h["lr"], (0.0, 0.0))
+        if self.name == "momentum":
+            return update("sgd", params, grads, tuple(states), 1, h["lr"], (h["beta"], h["beta"]),
+                          flags=_fallback.SGD_MOMENTUM | _fallback.SGD_AVERAGE,
+                          names=("beta", "beta"), state_names=("v",))
+        return update("adam", params, grads, tuple(states) + (None,), h["t"], h["lr"],
+                      (h["beta1"], h["beta2"], h["eps"]))
 
     def order(self, h):
         if self.name == "gd":

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fastoptim import _family as fam
+import fastoptim as fam
 
 STEPS = 12
 SHAPES = {"W1": (6, 5), "b1": (6, 1), "W2": (4, 6), "b2": (4, 1)}

@@ -2,6 +2,7 @@
 twin, bitwise, at every instruction-set level and thread count; the fast path
 is really taken; both raise the same errors and change nothing on bad input;
 the global-norm reduction."""
+import functools
 import math
 import tracemalloc
 
@@ -37,39 +38,52 @@ def clone(d):
 
 WD = {"W1": 0.1, "b1": 0.0, "W2": 0.05, "b2": 0.0}
 
-# name -> (number of state dicts, call(module, params, grads, states, t))
+L2, DEC = _fallback.DECAY_L2, _fallback.DECAY_DECOUPLED
+SGD_M, SGD_N, SGD_A = _fallback.SGD_MOMENTUM, _fallback.SGD_NESTEROV, _fallback.SGD_AVERAGE
+
+
+def call(rule, lr, hyper, slots, flags=0, wd=0.0, decay=0, gs=1.0, scalars=None):
+    """(number of state dicts, call(module, params, grads, states, t)): one
+    configuration of `rule` through a backend's generic update; `slots` says
+    which state slots are present (the states fill them in order)."""
+
+    def run(M, P, G, S, t):
+        it = iter(S)
+        states = tuple(next(it) if present else None for present in slots)
+        sc = () if scalars is None else scalars(t)
+        return M.update(rule, P, G, states, t, lr, hyper, flags=flags, weight_decay=wd,
+                        decay=decay, grad_scale=gs, scalars=sc)
+
+    return sum(slots), run
+
+
 CALLS = {
-    "sgd": (0, lambda M, P, G, S, t: M.sgd(P, G, None, t, 0.1, 0.0, 0.0, False, WD, 0.7)),
-    "sgd-momentum-nesterov": (1, lambda M, P, G, S, t: M.sgd(
-        P, G, S[0], t, 0.1, 0.9, 0.0, True, WD, -0.7)),
-    "sgd-dampening": (1, lambda M, P, G, S, t: M.sgd(P, G, S[0], t, 0.1, 0.9, 0.4, False, 0.1)),
-    "sgd-course-nesterov": (1, lambda M, P, G, S, t: M.sgd(
-        P, G, S[0], t, 0.1, 0.9, 0.9, True, 0.0, 1.0, True)),
-    "adam-amsgrad-decoupled": (3, lambda M, P, G, S, t: M.adam_ext(
-        P, G, S[0], S[1], S[2], t, 0.01, 0.9, 0.999, 1e-8, WD, True, 0.5)),
-    "adam-l2-maximize": (2, lambda M, P, G, S, t: M.adam_ext(
-        P, G, S[0], S[1], None, t, 0.01, 0.8, 0.99, 1e-7, 0.1, False, -1.0)),
-    "nadam": (2, lambda M, P, G, S, t: M.nadam(
-        P, G, S[0], S[1], t, 0.9**t, 0.01, 0.9, 0.999, 1e-8, 0.004, WD, False, 1.0)),
-    "nadam-decoupled": (2, lambda M, P, G, S, t: M.nadam(
-        P, G, S[0], S[1], t, 0.5, 0.01, 0.9, 0.999, 1e-8, 0.1, 0.2, True, 0.3)),
-    "radam": (2, lambda M, P, G, S, t: M.radam(
-        P, G, S[0], S[1], t, 0.01, 0.9, 0.99, 1e-8, WD, True, 1.0)),
-    "radam-l2": (2, lambda M, P, G, S, t: M.radam(
-        P, G, S[0], S[1], t, 0.01, 0.9, 0.9, 1e-8, 0.1, False, -0.5)),
-    "adamax": (2, lambda M, P, G, S, t: M.adamax(
-        P, G, S[0], S[1], t, 0.01, 0.9, 0.999, 1e-8, WD, 1.0)),
-    "adagrad": (1, lambda M, P, G, S, t: M.adagrad(P, G, S[0], t, 0.01, 0.1, 1e-10, WD, 2.0)),
-    "rmsprop-centered-momentum": (3, lambda M, P, G, S, t: M.rmsprop(
-        P, G, S[0], S[1], S[2], 0.01, 0.99, 1e-8, 0.9, WD, 1.0)),
-    "rmsprop-centered": (2, lambda M, P, G, S, t: M.rmsprop(
-        P, G, S[0], S[1], None, 0.01, 0.9, 1e-8, 0.0, 0.0, 1.0)),
-    "rmsprop-momentum": (2, lambda M, P, G, S, t: M.rmsprop(
-        P, G, S[0], None, S[1], 0.01, 0.99, 1e-8, 0.9, WD, -1.0)),
-    "rmsprop": (1, lambda M, P, G, S, t: M.rmsprop(
-        P, G, S[0], None, None, 0.01, 0.99, 1e-8, 0.0, 0.0, 1.0)),
-    "lion": (1, lambda M, P, G, S, t: M.lion(P, G, S[0], 0.01, 0.9, 0.99, WD, 1.0)),
-    "lion-maximize": (1, lambda M, P, G, S, t: M.lion(P, G, S[0], 0.01, 0.5, 0.9, 0.3, -0.2)),
+    "sgd": call("sgd", 0.1, (0.0, 0.0), (False,), wd=WD, decay=L2, gs=0.7),
+    "sgd-momentum-nesterov": call("sgd", 0.1, (0.9, 0.0), (True,), SGD_M | SGD_N, WD, L2, -0.7),
+    "sgd-dampening": call("sgd", 0.1, (0.9, 0.4), (True,), SGD_M, 0.1, L2),
+    "sgd-course-nesterov": call("sgd", 0.1, (0.9, 0.9), (True,), SGD_M | SGD_N | SGD_A),
+    "adam-amsgrad-decoupled": call("adam", 0.01, (0.9, 0.999, 1e-8), (True, True, True),
+                                   _fallback.ADAM_AMSGRAD, WD, DEC, 0.5),
+    "adam-l2-maximize": call("adam", 0.01, (0.8, 0.99, 1e-7), (True, True, False), 0, 0.1, L2,
+                             -1.0),
+    "nadam": call("nadam", 0.01, (0.9, 0.999, 1e-8, 0.004), (True, True), 0, WD, L2,
+                  scalars=lambda t: (0.9**t,)),
+    "nadam-decoupled": call("nadam", 0.01, (0.9, 0.999, 1e-8, 0.1), (True, True), 0, 0.2, DEC,
+                            0.3, scalars=lambda t: (0.5,)),
+    "radam": call("radam", 0.01, (0.9, 0.99, 1e-8), (True, True), 0, WD, DEC),
+    "radam-l2": call("radam", 0.01, (0.9, 0.9, 1e-8), (True, True), 0, 0.1, L2, -0.5),
+    "adamax": call("adamax", 0.01, (0.9, 0.999, 1e-8), (True, True), 0, WD, L2),
+    "adagrad": call("adagrad", 0.01, (0.1, 1e-10), (True,), 0, WD, L2, 2.0),
+    "rmsprop-centered-momentum": call("rmsprop", 0.01, (0.99, 1e-8, 0.9), (True, True, True),
+                                      _fallback.RMSPROP_CENTERED | _fallback.RMSPROP_MOMENTUM,
+                                      WD, L2),
+    "rmsprop-centered": call("rmsprop", 0.01, (0.9, 1e-8, 0.0), (True, True, False),
+                             _fallback.RMSPROP_CENTERED),
+    "rmsprop-momentum": call("rmsprop", 0.01, (0.99, 1e-8, 0.9), (True, False, True),
+                             _fallback.RMSPROP_MOMENTUM, WD, L2, -1.0),
+    "rmsprop": call("rmsprop", 0.01, (0.99, 1e-8, 0.0), (True, False, False)),
+    "lion": call("lion", 0.01, (0.9, 0.99), (True,), 0, WD, DEC),
+    "lion-maximize": call("lion", 0.01, (0.5, 0.9), (True,), 0, 0.3, DEC, -0.2),
 }
 
 
@@ -136,8 +150,7 @@ def test_fast_path_is_taken(monkeypatch):
     def refuse(*args):
         raise AssertionError("the fallback ran")
 
-    for name in ("sgd", "adam_ext", "nadam", "radam", "adamax", "adagrad", "rmsprop", "lion",
-                 "grad_norm"):
+    for name in ("update", "apply", "grad_norm"):
         monkeypatch.setattr(_fallback, name, refuse)
     for name, (nstates, call) in CALLS.items():
         P, G, S = problem(100, np.float32, 1, nstates)
@@ -177,38 +190,48 @@ def _error(fn):
     return None
 
 
+def bad(rule, slots, *args, hyper=None, lr=0.1, t=1, **kwargs):
+    """A call of `rule` through module M with one thing wrong: `slots` picks
+    the state dicts (an index into S, a dict, or None for an absent slot)."""
+    hyper = hyper if hyper is not None else {
+        "sgd": (0.0, 0.0), "adam": (0.9, 0.9, 1e-8), "nadam": (0.9, 0.9, 1e-8, 0.004),
+        "radam": (0.9, 0.9, 1e-8), "adamax": (0.9, 0.9, 1e-8), "adagrad": (0.0, 1e-10),
+        "rmsprop": (0.9, 1e-8, 0.0), "lion": (0.9, 0.9)}[rule]
+
+    def run(M, P, G, S):
+        states = tuple(S[x] if isinstance(x, int) else x(S) if callable(x) else x
+                       for x in slots)
+        return M.update(rule, P, G, states, t, lr, hyper, **kwargs)
+
+    return run
+
+
 BAD = [
-    ("negative weight decay", lambda M, P, G, S: M.adam_ext(
-        P, G, S[0], S[1], None, 1, 0.1, 0.9, 0.9, 1e-8, -0.1)),
-    ("nan weight decay", lambda M, P, G, S: M.lion(P, G, S[0], 0.1, 0.9, 0.9, float("nan"))),
-    ("weight decay missing a key", lambda M, P, G, S: M.sgd(
-        P, G, None, 1, 0.1, 0.0, 0.0, False, {"W1": 0.1, "b1": 0.0, "W2": 0.0})),
-    ("weight decay with an extra key", lambda M, P, G, S: M.sgd(
-        P, G, None, 1, 0.1, 0.0, 0.0, False, dict(WD, W3=0.1))),
-    ("weight decay not a number", lambda M, P, G, S: M.adagrad(
-        P, G, S[0], 1, 0.1, 0.0, 1e-10, dict(WD, b2="x"))),
-    ("infinite grad_scale", lambda M, P, G, S: M.rmsprop(
-        P, G, S[0], None, None, 0.1, 0.9, 1e-8, 0.0, 0.0, float("inf"))),
-    ("flag not a bool", lambda M, P, G, S: M.adam_ext(
-        P, G, S[0], S[1], None, 1, 0.1, 0.9, 0.9, 1e-8, 0.0, 1)),
-    ("nesterov without a buffer", lambda M, P, G, S: M.sgd(
-        P, G, None, 1, 0.1, 0.9, 0.0, True)),
-    ("momentum >= 1", lambda M, P, G, S: M.sgd(P, G, S[0], 1, 0.1, 1.0, 0.0, False)),
-    ("dampening > 1", lambda M, P, G, S: M.sgd(P, G, S[0], 1, 0.1, 0.5, 1.5, False)),
-    ("alpha >= 1", lambda M, P, G, S: M.rmsprop(
-        P, G, S[0], None, None, 0.1, 1.0, 1e-8, 0.0)),
-    ("negative lr_decay", lambda M, P, G, S: M.adagrad(P, G, S[0], 1, 0.1, -1.0, 1e-10)),
-    ("mu_product > 1", lambda M, P, G, S: M.nadam(
-        P, G, S[0], S[1], 1, 1.5, 0.1, 0.9, 0.9, 1e-8, 0.004)),
-    ("negative momentum_decay", lambda M, P, G, S: M.nadam(
-        P, G, S[0], S[1], 1, 1.0, 0.1, 0.9, 0.9, 1e-8, -0.004)),
-    ("t = 0", lambda M, P, G, S: M.radam(P, G, S[0], S[1], 0, 0.1, 0.9, 0.9, 1e-8)),
-    ("a state key missing", lambda M, P, G, S: M.adamax(
-        P, G, S[0], {k: a for k, a in S[1].items() if k != "db2"}, 1, 0.1, 0.9, 0.9, 1e-8)),
-    ("a state of the wrong shape", lambda M, P, G, S: M.lion(
-        P, G, dict(S[0], db2=np.zeros(3)), 0.1, 0.9, 0.9)),
-    ("amsgrad state shared with s", lambda M, P, G, S: M.adam_ext(
-        P, G, S[0], S[1], S[1], 1, 0.1, 0.9, 0.9, 1e-8)),
+    ("negative weight decay", bad("adam", (0, 1, None), weight_decay=-0.1, decay=L2)),
+    ("nan weight decay", bad("lion", (0,), weight_decay=float("nan"), decay=DEC)),
+    ("weight decay missing a key", bad("sgd", (None,), weight_decay={"W1": 0.1, "b1": 0.0,
+                                                                      "W2": 0.0}, decay=L2)),
+    ("weight decay with an extra key", bad("sgd", (None,), weight_decay=dict(WD, W3=0.1),
+                                           decay=L2)),
+    ("weight decay not a number", bad("adagrad", (0,), weight_decay=dict(WD, b2="x"),
+                                      decay=L2)),
+    ("infinite grad_scale", bad("rmsprop", (0, None, None), grad_scale=float("inf"))),
+    ("flags not an int", bad("adam", (0, 1, None), flags=1.0)),
+    ("decay style the rule lacks", bad("lion", (0,), weight_decay=0.1, decay=L2)),
+    ("nesterov without a buffer", bad("sgd", (None,), hyper=(0.9, 0.0), flags=SGD_N)),
+    ("momentum >= 1", bad("sgd", (0,), hyper=(1.0, 0.0), flags=SGD_M)),
+    ("dampening > 1", bad("sgd", (0,), hyper=(0.5, 1.5), flags=SGD_M)),
+    ("alpha >= 1", bad("rmsprop", (0, None, None), hyper=(1.0, 1e-8, 0.0))),
+    ("negative lr_decay", bad("adagrad", (0,), hyper=(-1.0, 1e-10))),
+    ("mu_product > 1", bad("nadam", (0, 1), scalars=(1.5,))),
+    ("negative momentum_decay", bad("nadam", (0, 1), hyper=(0.9, 0.9, 1e-8, -0.004),
+                                    scalars=(1.0,))),
+    ("t = 0", bad("radam", (0, 1), t=0)),
+    ("a state key missing", bad("adamax", (0, lambda S: {k: a for k, a in S[1].items()
+                                                         if k != "db2"}))),
+    ("a state of the wrong shape", bad("lion", (lambda S: dict(S[0], db2=np.zeros(3)),))),
+    ("amsgrad state missing", bad("adam", (0, 1, None), flags=_fallback.ADAM_AMSGRAD)),
+    ("amsgrad state shared with s", bad("adam", (0, 1, 1), flags=_fallback.ADAM_AMSGRAD)),
     ("grads missing a key", lambda M, P, G, S: M.grad_norm(
         P, {k: a for k, a in G.items() if k != "db2"})),
 ]
@@ -230,14 +253,17 @@ def test_same_error_nothing_changed(what, call):
 
 def test_errors_name_the_argument():
     P, G, S = problem(10, np.float64, 0, 1)
+    lion = functools.partial(core.update, "lion", P, G, (S[0],), 1, 0.1, (0.9, 0.9), decay=DEC)
     with pytest.raises(ValueError, match=r"weight_decay\['b2'\]"):
-        _fallback.lion(P, G, S[0], 0.1, 0.9, 0.9, dict(WD, b2=-1.0))
+        lion(weight_decay=dict(WD, b2=-1.0))
     with pytest.raises(KeyError, match="'b2'"):
-        core.lion(P, G, S[0], 0.1, 0.9, 0.9, {k: 0.0 for k in ("W1", "b1", "W2")})
+        lion(weight_decay={k: 0.0 for k in ("W1", "b1", "W2")})
     with pytest.raises(ValueError, match="grad_scale"):
-        core.lion(P, G, S[0], 0.1, 0.9, 0.9, 0.0, float("nan"))
-    with pytest.raises(ValueError, match="nesterov"):
-        core.sgd(P, G, None, 1, 0.1, 0.9, 0.0, True)
+        lion(grad_scale=float("nan"))
+    with pytest.raises(ValueError, match="momentum_buffer must be given"):
+        core.update("sgd", P, G, (None,), 1, 0.1, (0.9, 0.0), flags=SGD_M | SGD_N)
+    with pytest.raises(ValueError, match="beta1 must be in"):
+        core.update("lion", P, G, (S[0],), 1, 0.1, (1.5, 0.9))
 
 
 # --- the global norm ---------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_reference_detects_a_wrong_rule():
 def test_lion_moves_each_element_by_exactly_lr():
     """Lion's update is a sign: without decay every element moves by exactly
     learning_rate (or 0 where the interpolation is 0), up to the rounding of p."""
-    from fastoptim import _family as fam
+    import fastoptim as fam
     params, grads = problem(np.float64, 3)
     before = {k: a.copy() for k, a in params.items()}
     opt = fam.Lion(params, learning_rate=0.25)
@@ -54,7 +54,7 @@ def test_lion_moves_each_element_by_exactly_lr():
 
 def test_lion_sign_of_zero_is_zero():
     """An element whose interpolation b1*v + (1-b1)*g is exactly 0 does not move."""
-    from fastoptim import _family as fam
+    import fastoptim as fam
     p = {"W": np.array([1.0, 2.0, 3.0, -4.0])}
     opt = fam.Lion(p, learning_rate=0.5)
     opt.step({"dW": np.array([0.0, -0.0, 1.0, -1.0])})

@@ -387,7 +387,7 @@ def test_plain_progress_on_a_terminal(capsys):
 def test_cli_c_backend_unavailable(monkeypatch, capsys):
     from fastoptim import _fallback
 
-    monkeypatch.setattr(train, "_backends", lambda: {"numpy": _fallback})
+    monkeypatch.setattr(train, "_backends", lambda: {"numpy": train._Backend(_fallback)})
     status, out, err = run_cli(["--epochs", "2", "--backend", "c"], capsys)
     assert status == 2 and "not available" in err and "Cost after" not in out
     status, out, _ = run_cli(["--epochs", "2", "--backend", "numpy", "--optimizer", "gd"],

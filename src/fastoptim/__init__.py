@@ -1,8 +1,10 @@
-"""fastoptim: the course's optimizer updates (gradient descent, momentum, Adam)
-over dicts of NumPy arrays, fused in one pass, in place, in C.
+"""fastoptim: optimizer updates over dicts of NumPy arrays, fused in one pass,
+in place, in C: the classic deep-learning course's functions
+(update_parameters_with_gd/momentum/adam) and optimizer objects (GD,
+Momentum, Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Lion).
 
 fastoptim.BACKEND is "c" (the compiled extension) or "numpy" (the fallback);
-see _backend for how it is chosen.
+see fastoptim._backend for how it is chosen.
 """
 from ._backend import BACKEND
 from .course import (
@@ -16,8 +18,8 @@ from .course import (
 from ._config import get_num_threads, set_num_threads, show_config
 from . import schedules
 from .schedules import schedule_lr_decay, update_lr
-from ._family import (GD, SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam, RAdam,
-                      RMSprop)
+from .optimizers import (GD, SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam,
+                         RAdam, RMSprop)
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"

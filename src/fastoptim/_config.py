@@ -3,12 +3,8 @@ import platform
 
 import numpy as np
 
-from ._backend import BACKEND, impl
-
-try:
-    from . import _core
-except ImportError:
-    _core = None
+from ._backend import BACKEND, reason
+from ._backend import core as _core
 
 
 def set_num_threads(n):
@@ -32,6 +28,8 @@ def config():
         "machine": platform.machine(),
         "extension": _core is not None,
     }
+    if reason is not None:
+        info["why_not_compiled"] = reason
     if _core is not None:
         info.update(
             isa_in_use=_core.isa_in_use(),

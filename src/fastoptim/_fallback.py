@@ -1,12 +1,16 @@
-"""The NumPy backend: the reference implementation of every update.
+"""The NumPy backend: the reference implementation of every rule.
 
-Same names, signatures and in-place semantics as the compiled backend (_core).
-It runs when the extension is unavailable or FASTOPTIM_BACKEND=numpy, and for
-any call the compiled path does not take (non-contiguous or mixed-layout views,
-other float dtypes, invalid input): the compiled backend hands such calls here.
+One twin per rule of csrc/rules.h (same names, states, hyperparameters, flags
+and scalar state, in the same order): `prepare` computes the per-step scalars
+once per call, in double; `update` updates one array in place. Each line
+performs the same IEEE operations, in the same order and in the array's dtype
+(a Python float meets a float32 array as a float32), as csrc/kernels.inc, so
+the two backends agree bitwise.
 
-Each line below performs the same IEEE operations, in the same order and in
-the array's dtype, as csrc/kernels.inc, so the two backends agree bitwise.
+`update()` is the dict-level call (fastoptim.course, and the compiled
+backend's hand-off for any call it does not take: non-contiguous or
+mixed-layout views, other float dtypes, invalid input); `Stepper` is the
+optimizer objects' step when this backend is in use.
 """
 import functools
 import math
@@ -15,92 +19,241 @@ import numpy as np
 
 from . import _validate as check
 
+# The flags of csrc/rules.h, bit for bit.
+DECAY_L2 = 1 << 8
+DECAY_DECOUPLED = 1 << 9
+SGD_MOMENTUM, SGD_NESTEROV, SGD_AVERAGE, SGD_FIRST = 1, 2, 4, 8
+ADAM_AMSGRAD = 1
+RADAM_RECTIFIED = 1
+RMSPROP_CENTERED, RMSPROP_MOMENTUM = 1, 2
 
-def _silent(update):
-    """NaN and Inf propagate without warnings, as in the C kernels."""
-
-    @functools.wraps(update)
-    def wrapper(*args):
-        with np.errstate(all="ignore"):
-            return update(*args)
-
-    return wrapper
-
-
-def _step(t):
-    """The validated step count, capped at 2**64: beta**t is 0 long before that
-    for any beta < 1, and the cap keeps float(t) from overflowing."""
-    return min(check.step(t), 2**64)
+_KINDS = {
+    "beta": check.beta,          # [0, 1)
+    "fraction": check.fraction,  # [0, 1]
+    "eps": check.epsilon,        # >= 0
+    "nonneg": check.nonnegative,  # finite, >= 0
+}
 
 
-@_silent
-def gd(parameters, grads, learning_rate):
-    """p -= learning_rate * g"""
-    lr = check.learning_rate(learning_rate)
-    for p, g, _ in check.gather(parameters, grads):
-        p -= lr * g
+class Rule:
+    """One rule: its names (as csrc/rules.h lists them), `prepare(t, lr, h, f,
+    scalars) -> (coefficients, kernel flags, scalars)` and `update(p, gi, s, c,
+    f)`, which updates one array in place: p (already decayed when the decay is
+    decoupled), the scaled gradient gi (with L2 decay added), the state slots s
+    (None where absent)."""
+
+    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags):
+        self.name = name
+        self.states = tuple(s.split(":")[0] for s in states.split())
+        # state slot j is present only when this flag is set (0: always)
+        self.state_flags = tuple(
+            (1 << flags.split().index(s.split(":")[1])) if ":" in s else 0
+            for s in states.split())
+        self.hyper = tuple(h.split(":")[0] for h in hyper.split())
+        self.hyper_kinds = tuple(h.split(":")[1] for h in hyper.split())
+        self.flags = tuple(flags.split())
+        self.scalars = tuple(s.split(":")[0] for s in scalars.split())
+        self.scalar_kinds = tuple(s.split(":")[1] for s in scalars.split())
+        self.decay = decay
+        self.valid_flags = valid_flags
+        self.info = (name, states, hyper, flags, scalars)
+
+    def __call__(self, prepare):
+        self.prepare = prepare
+        return self
+
+    def kernel(self, update):
+        self.update = update
+        return self
 
 
-@_silent
-def momentum(parameters, grads, v, beta, learning_rate):
-    """v = beta*v + (1-beta)*g;  p -= learning_rate * v"""
-    beta = check.beta(beta, "beta")
-    lr = check.learning_rate(learning_rate)
-    for p, g, (vel,) in check.gather(parameters, grads, (("v", v),)):
-        vel *= beta
-        vel += (1.0 - beta) * g
-        p -= lr * vel
+RULES = {}
 
 
-@_silent
-def adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon):
-    """m = b1*m + (1-b1)*g;  s = b2*s + (1-b2)*g*g;
-    p -= lr * (m/(1-b1^t)) / (sqrt(s/(1-b2^t)) + eps)"""
-    t = _step(t)
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    eps = check.epsilon(epsilon)
-    # Per-step scalars in double, once per call; the per-element work below is
-    # in the arrays' dtype.
-    step = lr / (1.0 - beta1**t)
-    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
-    for p, g, (m, sq) in check.gather(parameters, grads, (("v", v), ("s", s))):
-        m *= beta1
-        m += (1.0 - beta1) * g
-        sq *= beta2
-        sq += (1.0 - beta2) * g * g
-        p -= step * m / (np.sqrt(sq) * rsqrt_bc2 + eps)
+def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,)):
+    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags)
+    RULES[name] = r
+    return r
 
 
-# --- the family -------------------------------------------------------------------
-# Every update below first takes gi = grad_scale * g (the clipping scale, negated
-# to maximize) and applies each parameter's weight decay wd either as L2
-# (gi += wd * p) or, when decoupled, as p *= 1 - lr*wd before the update. Each
-# line mirrors the C kernel (csrc/kernels.inc) operation for operation.
+# --- the rules ----------------------------------------------------------------------
+# Each: the update in the paper's notation and the reference are in
+# csrc/kernels.inc's section of the same name.
 
-def _entries(parameters, grads, states, weight_decay):
-    """Checked arrays and per-parameter weight decay: a list of (p, g, state, wd)."""
-    entries = check.gather(parameters, grads, [(n, d) for n, d in states if d is not None])
-    wds = check.weight_decays(parameters, weight_decay)
-    out = []
-    for i, (p, g, state) in enumerate(entries):
-        it = iter(state)
-        full = [next(it) if d is not None else None for _, d in states]
-        out.append((p, g, full, 0.0 if wds is None else wds[i]))
-    return out
-
-
-def _grad(p, g, gs, wd, decoupled):
-    gi = g if gs == 1.0 else g * gs
-    if wd != 0.0 and not decoupled:
-        gi = gi + wd * p
-    return gi
+@rule("sgd", "momentum_buffer:momentum", "momentum:beta dampening:fraction",
+      "momentum nesterov average", decay=DECAY_L2,
+      valid_flags=(0, SGD_AVERAGE, SGD_MOMENTUM, SGD_MOMENTUM | SGD_NESTEROV,
+                   SGD_MOMENTUM | SGD_AVERAGE, SGD_MOMENTUM | SGD_NESTEROV | SGD_AVERAGE))
+def sgd(t, lr, h, f, scalars):
+    mu, dampening = h
+    if not f & SGD_MOMENTUM:
+        f = 0
+    elif t == 1 and not f & SGD_AVERAGE:
+        f |= SGD_FIRST
+    omd = 1.0 - dampening
+    c = dict(lr=lr, mu=mu, omd=omd, ng=omd if f & SGD_AVERAGE else 1.0)
+    return c, f & ~SGD_AVERAGE, scalars
 
 
-def _decay(p, wd, decoupled, lr):
-    if wd != 0.0 and decoupled:
-        p *= 1.0 - lr * wd
+@sgd.kernel
+def _(p, gi, s, c, f):
+    (b,) = s
+    u = gi
+    if f & SGD_MOMENTUM:
+        if f & SGD_FIRST:
+            b[...] = gi
+        else:
+            b *= c["mu"]
+            b += c["omd"] * gi
+        u = c["ng"] * gi + c["mu"] * b if f & SGD_NESTEROV else b
+    p -= c["lr"] * u
+
+
+@rule("adam", "v s max_s:amsgrad", "beta1:beta beta2:beta epsilon:eps", "amsgrad",
+      decay=DECAY_L2 | DECAY_DECOUPLED, valid_flags=(0, ADAM_AMSGRAD))
+def adam(t, lr, h, f, scalars):
+    beta1, beta2, eps = h
+    return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t),
+                rsbc2=1.0 / math.sqrt(1.0 - beta2**t)), f, scalars
+
+
+@adam.kernel
+def _(p, gi, s, c, f):
+    m, v, vmax = s
+    m *= c["beta1"]
+    m += (1.0 - c["beta1"]) * gi
+    v *= c["beta2"]
+    v += (1.0 - c["beta2"]) * gi * gi
+    denom_v = v
+    if f & ADAM_AMSGRAD:
+        vmax[...] = _max(vmax, v)
+        denom_v = vmax
+    p -= c["step"] * m / (np.sqrt(denom_v) * c["rsbc2"] + c["eps"])
+
+
+@rule("nadam", "v s", "beta1:beta beta2:beta epsilon:eps momentum_decay:nonneg",
+      scalars="mu_product:fraction", decay=DECAY_L2 | DECAY_DECOUPLED)
+def nadam(t, lr, h, f, scalars):
+    beta1, beta2, eps, md = h
+    (mu_product,) = scalars
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * md))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * md))
+    prod = mu_product * mu
+    prod_next = prod * mu_next
+    c = dict(beta1=beta1, beta2=beta2, eps=eps, rsbc2=1.0 / math.sqrt(1.0 - beta2**t),
+             cg=lr * (1.0 - mu) / (1.0 - prod), cm=lr * mu_next / (1.0 - prod_next))
+    return c, f, (prod,)
+
+
+@nadam.kernel
+def _(p, gi, s, c, f):
+    m, v = s
+    m *= c["beta1"]
+    m += (1.0 - c["beta1"]) * gi
+    v *= c["beta2"]
+    v += (1.0 - c["beta2"]) * gi * gi
+    d = np.sqrt(v) * c["rsbc2"] + c["eps"]
+    p -= c["cg"] * gi / d
+    p -= c["cm"] * m / d
+
+
+@rule("radam", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2 | DECAY_DECOUPLED)
+def radam(t, lr, h, f, scalars):
+    beta1, beta2, eps = h
+    b2t = beta2**t
+    bc1 = 1.0 - beta1**t
+    bc2 = 1.0 - b2t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * t * b2t / bc2
+    step = lr / bc1
+    if rho_t > 5.0:
+        f |= RADAM_RECTIFIED
+        step = lr * math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
+                              ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) * math.sqrt(bc2) / bc1
+    return dict(beta1=beta1, beta2=beta2, eps=eps, step=step), f, scalars
+
+
+@radam.kernel
+def _(p, gi, s, c, f):
+    m, v = s
+    m *= c["beta1"]
+    m += (1.0 - c["beta1"]) * gi
+    v *= c["beta2"]
+    v += (1.0 - c["beta2"]) * gi * gi
+    if f & RADAM_RECTIFIED:
+        p -= c["step"] * m / (np.sqrt(v) + c["eps"])
+    else:
+        p -= c["step"] * m
+
+
+@rule("adamax", "v exp_inf", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2)
+def adamax(t, lr, h, f, scalars):
+    beta1, beta2, eps = h
+    return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t)), f, scalars
+
+
+@adamax.kernel
+def _(p, gi, s, c, f):
+    m, u = s
+    m *= c["beta1"]
+    m += (1.0 - c["beta1"]) * gi
+    u[...] = _max(c["beta2"] * u, np.abs(gi) + c["eps"])
+    p -= c["step"] * m / u
+
+
+@rule("adagrad", "sum", "lr_decay:nonneg epsilon:eps", decay=DECAY_L2)
+def adagrad(t, lr, h, f, scalars):
+    lr_decay, eps = h
+    return dict(clr=lr / (1.0 + (t - 1) * lr_decay), eps=eps), f, scalars
+
+
+@adagrad.kernel
+def _(p, gi, s, c, f):
+    (acc,) = s
+    acc += gi * gi
+    p -= c["clr"] * gi / (np.sqrt(acc) + c["eps"])
+
+
+@rule("rmsprop", "square_avg grad_avg:centered momentum_buffer:momentum",
+      "alpha:beta epsilon:eps momentum:beta", "centered momentum", decay=DECAY_L2,
+      valid_flags=(0, RMSPROP_CENTERED, RMSPROP_MOMENTUM, RMSPROP_CENTERED | RMSPROP_MOMENTUM))
+def rmsprop(t, lr, h, f, scalars):
+    alpha, eps, mu = h
+    return dict(alpha=alpha, eps=eps, mu=mu, lr=lr), f, scalars
+
+
+@rmsprop.kernel
+def _(p, gi, s, c, f):
+    sq, ga, b = s
+    sq *= c["alpha"]
+    sq += (1.0 - c["alpha"]) * gi * gi
+    if f & RMSPROP_CENTERED:
+        ga *= c["alpha"]
+        ga += (1.0 - c["alpha"]) * gi
+        d = np.sqrt(sq - ga * ga) + c["eps"]
+    else:
+        d = np.sqrt(sq) + c["eps"]
+    if f & RMSPROP_MOMENTUM:
+        b *= c["mu"]
+        b += gi / d
+        p -= c["lr"] * b
+    else:
+        p -= c["lr"] * gi / d
+
+
+@rule("lion", "v", "beta1:beta beta2:beta", decay=DECAY_DECOUPLED)
+def lion(t, lr, h, f, scalars):
+    beta1, beta2 = h
+    return dict(beta1=beta1, beta2=beta2, lr=lr), f, scalars
+
+
+@lion.kernel
+def _(p, gi, s, c, f):
+    (m,) = s
+    ci = c["beta1"] * m + (1.0 - c["beta1"]) * gi
+    p -= c["lr"] * _sign(ci)
+    m *= c["beta2"]
+    m += (1.0 - c["beta2"]) * gi
 
 
 def _max(a, b):
@@ -113,6 +266,112 @@ def _sign(x):
     one = x.dtype.type(1)
     return np.where(x > 0, one, np.where(x < 0, -one, x))
 
+
+# --- one call over many arrays ------------------------------------------------------
+
+def _silent(fn):
+    """NaN and Inf propagate without warnings, as in the C kernels."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _step(t):
+    """The validated step count, capped at 2**64: beta**t is 0 long before that
+    for any beta < 1, and the cap keeps float(t) from overflowing."""
+    return min(check.step(t), 2**64)
+
+
+@_silent
+def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
+    """The update of checked arrays: `entries` is a list of (p, g, states, wd)
+    with states in slot order (None where absent). Returns the new scalars."""
+    # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
+    # float(t) from overflowing
+    c, f, scalars = r.prepare(min(t, 2**64), lr, h, flags, tuple(scalars))
+    for p, g, s, wd in entries:
+        # Every rule starts from gi = grad_scale*g, and the array's decay:
+        # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first.
+        gi = g if grad_scale == 1.0 else g * grad_scale
+        fa = f
+        if wd != 0.0:
+            fa |= decay
+        if fa & DECAY_L2:
+            gi = gi + wd * p
+        if fa & DECAY_DECOUPLED:
+            p *= 1.0 - lr * wd
+        r.update(p, gi, s, c, fa)
+    return scalars
+
+
+def check_settings(r, t, learning_rate, hyper, names, flags, decay, grad_scale, scalars):
+    """Validated (t, lr, hyperparameters, scalars, flags, grad_scale) of one call;
+    `hyper` and `scalars` are values in the rule's order, `names` the caller's
+    names for the hyperparameters (in its messages)."""
+    t = _step(t)
+    lr = check.learning_rate(learning_rate)
+    hyper, scalars = tuple(hyper), tuple(scalars)
+    names = r.hyper if names is None else tuple(names)
+    if len(hyper) != len(r.hyper) or len(names) != len(r.hyper):
+        raise TypeError(f"{r.name} takes {len(r.hyper)} hyperparameters "
+                        f"({', '.join(r.hyper)}), got {len(hyper)}")
+    h = tuple(_KINDS[kind](value, name) for value, name, kind in zip(hyper, names, r.hyper_kinds))
+    if len(scalars) != len(r.scalars):
+        raise TypeError(f"{r.name} takes the scalar state ({', '.join(r.scalars)}), "
+                        f"got {len(scalars)} values")
+    sc = tuple(_KINDS[kind](value, name)
+               for value, name, kind in zip(scalars, r.scalars, r.scalar_kinds))
+    if isinstance(flags, (bool, np.bool_)) or not isinstance(flags, (int, np.integer)) \
+            or int(flags) not in r.valid_flags:
+        raise ValueError(f"{r.name}: invalid flags {flags!r}")
+    if decay not in (0, DECAY_L2, DECAY_DECOUPLED) or decay & ~r.decay:
+        raise ValueError(f"{r.name} does not take weight decay style {decay!r}")
+    gs = check.finite(grad_scale, "grad_scale")
+    return t, lr, h, sc, int(flags), gs
+
+
+@_silent
+def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
+           weight_decay=0.0, decay=0, grad_scale=1.0, scalars=(), names=None,
+           state_names=None):
+    """One step of `rule` over dicts of arrays, in place.
+
+    states: one dict (or None, where the flags leave the slot out) per state
+    slot, in the rule's order; hyper and scalars: values in the rule's order;
+    names, state_names: the caller's names for the hyperparameters and state
+    dicts, in its messages (default: the rule's); weight_decay: one value or a
+    dict by parameter key; decay: DECAY_L2 or DECAY_DECOUPLED (0: none).
+    Everything is checked before anything is written. Returns the new scalar
+    state (a tuple)."""
+    r = RULES[rule]
+    t, lr, h, sc, flags, gs = check_settings(r, t, learning_rate, hyper, names, flags, decay,
+                                             grad_scale, scalars)
+    states = tuple(states)
+    state_names = r.states if state_names is None else tuple(state_names)
+    if len(states) != len(r.states) or len(state_names) != len(r.states):
+        raise TypeError(f"{r.name} takes the state dicts ({', '.join(r.states)}), "
+                        f"got {len(states)}")
+    for d, name, need in zip(states, state_names, r.state_flags):
+        if (d is not None) != (not need or bool(flags & need)):
+            when = r.flags[need.bit_length() - 1] if need else "always"
+            raise ValueError(f"{r.name}: {name} must be given exactly when {when} is set"
+                             if need else f"{r.name}: {name} must be given")
+    named = [(n, d) for n, d in zip(state_names, states) if d is not None]
+    entries = check.gather(parameters, grads, named)
+    wds = check.weight_decays(parameters, weight_decay)
+    rows = []
+    for i, (p, g, present) in enumerate(entries):
+        it = iter(present)
+        s = [next(it) if d is not None else None for d in states]
+        rows.append((p, g, s, 0.0 if wds is None else wds[i]))
+    return apply(r, rows, t, lr, h, flags, decay, gs, sc)
+
+
+# --- the global norm ----------------------------------------------------------------
 
 _NORM_CHUNK = 1024  # csrc/kernels.h FO_NORM_CHUNK
 _NORM_LANES = 16    # FO_NORM_LANES
@@ -141,226 +400,48 @@ def _chunk_sums(g):
 
 
 @_silent
-def grad_norm(parameters, grads):
-    """(sqrt(sum of g*g over every gradient), all elements finite), the sum in
-    double in the kernel's fixed order (the same for any thread count)."""
-    entries = check.gather(parameters, grads)
-    sums = [_chunk_sums(g) for _, g, _ in entries]
-    finite = all(bool(np.isfinite(g).all()) for _, g, _ in entries)
+def norm(groups):
+    """(sqrt(sum of g*g), all elements finite) over `groups`, lists of arrays:
+    the sum in double in the kernel's fixed order (the same for any thread
+    count), each group summed from zero and the group sums added in order (the
+    compiled step sums each dtype group in one call)."""
     total = 0.0
-    if sums:
-        flat = np.concatenate(sums)
+    finite = True
+    for gradients in groups:
+        finite = finite and all(bool(np.isfinite(g).all()) for g in gradients)
+        sums = [_chunk_sums(g) for g in gradients]
+        flat = np.concatenate(sums) if sums else np.zeros(0)
         if flat.size:
-            total = float(np.add.accumulate(flat)[-1])
+            total += float(np.add.accumulate(flat)[-1])
     return math.sqrt(total), finite
 
 
-@_silent
-def sgd(parameters, grads, momentum_buffer, t, learning_rate, momentum, dampening, nesterov,
-        weight_decay=0.0, grad_scale=1.0, course=False):
-    """b = mu*b + (1-dampening)*gi (torch: b = gi at t == 1);
-    u = gi + mu*b if nesterov (course: (1-dampening)*gi + mu*b) else b;  p -= lr*u.
-    momentum_buffer None: p -= lr*gi."""
-    t = check.step(t)
-    lr = check.learning_rate(learning_rate)
-    mu = check.beta(momentum, "momentum")
-    omd = 1.0 - check.fraction(dampening, "dampening")
-    nesterov = check.flag(nesterov, "nesterov")
-    gs = check.finite(grad_scale, "grad_scale")
-    course = check.flag(course, "course")
-    if momentum_buffer is None and nesterov:
-        raise ValueError("nesterov needs a momentum_buffer")
-    first = t == 1 and not course
-    ng = omd if course else 1.0
-    for p, g, (b,), wd in _entries(parameters, grads, (("momentum_buffer", momentum_buffer),),
-                                   weight_decay):
-        gi = _grad(p, g, gs, wd, False)
-        u = gi
-        if b is not None:
-            if first:
-                b[...] = gi
-            else:
-                b *= mu
-                b += omd * gi
-            u = ng * gi + mu * b if nesterov else b
-        p -= lr * u
+def grad_norm(parameters, grads):
+    """The global norm of the gradients of `parameters` (dict level, one dtype
+    group), and whether every element is finite."""
+    return norm([[g for _, g, _ in check.gather(parameters, grads)]])
 
 
-@_silent
-def adam_ext(parameters, grads, v, s, max_s, t, learning_rate, beta1, beta2, epsilon,
-             weight_decay=0.0, decoupled=False, grad_scale=1.0):
-    """Adam (weight decay as L2) or AdamW (decoupled), amsgrad when max_s is given:
-    max_s = max(max_s, s), used in place of s."""
-    t = _step(t)
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    eps = check.epsilon(epsilon)
-    decoupled = check.flag(decoupled, "decoupled")
-    gs = check.finite(grad_scale, "grad_scale")
-    step = lr / (1.0 - beta1**t)
-    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
-    for p, g, (m, sq, smax), wd in _entries(
-            parameters, grads, (("v", v), ("s", s), ("max_s", max_s)), weight_decay):
-        gi = _grad(p, g, gs, wd, decoupled)
-        _decay(p, wd, decoupled, lr)
-        m *= beta1
-        m += (1.0 - beta1) * gi
-        sq *= beta2
-        sq += (1.0 - beta2) * gi * gi
-        denom_sq = sq
-        if smax is not None:
-            smax[...] = _max(smax, sq)
-            denom_sq = smax
-        p -= step * m / (np.sqrt(denom_sq) * rsqrt_bc2 + eps)
+class Stepper:
+    """The optimizer objects' step with this backend (the compiled backend's
+    twin is _core.Stepper): the learning rate for this step, then the object's
+    NumPy step (fastoptim.optimizers.Optimizer._step_numpy)."""
 
+    def step(self, grads):
+        """One update of every parameter from grads["d" + key], in place; then
+        t += 1. Returns False, having changed nothing, when skip_nonfinite is set
+        and a gradient holds an Inf or NaN; True otherwise."""
+        t = self._t
+        lr = self._lr if self._schedule is None else self._scheduled_lr(t)
+        return self._step_numpy(grads, t + 1, lr)
 
-@_silent
-def nadam(parameters, grads, v, s, t, mu_product, learning_rate, beta1, beta2, epsilon,
-          momentum_decay, weight_decay=0.0, decoupled=False, grad_scale=1.0):
-    """NAdam (torch's): returns mu_product * mu_t, the product to pass next step."""
-    t = _step(t)
-    mu_product = check.fraction(mu_product, "mu_product")
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    eps = check.epsilon(epsilon)
-    md = check.nonnegative(momentum_decay, "momentum_decay")
-    decoupled = check.flag(decoupled, "decoupled")
-    gs = check.finite(grad_scale, "grad_scale")
-    rsqrt_bc2 = 1.0 / math.sqrt(1.0 - beta2**t)
-    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * md))
-    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * md))
-    prod = mu_product * mu
-    prod_next = prod * mu_next
-    cg = lr * (1.0 - mu) / (1.0 - prod)
-    cm = lr * mu_next / (1.0 - prod_next)
-    for p, g, (m, sq), wd in _entries(parameters, grads, (("v", v), ("s", s)), weight_decay):
-        gi = _grad(p, g, gs, wd, decoupled)
-        _decay(p, wd, decoupled, lr)
-        m *= beta1
-        m += (1.0 - beta1) * gi
-        sq *= beta2
-        sq += (1.0 - beta2) * gi * gi
-        d = np.sqrt(sq) * rsqrt_bc2 + eps
-        p -= cg * gi / d
-        p -= cm * m / d
-    return prod
+    _compiled = False  # every step is _step_numpy
 
+    def _bind(self, rule, keys, rows):
+        """The compiled backend gathers pointers here; nothing to do."""
 
-@_silent
-def radam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon,
-          weight_decay=0.0, decoupled=False, grad_scale=1.0):
-    """RAdam (torch's): rectified once rho_t > 5, epsilon on the uncorrected root."""
-    t = _step(t)
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    eps = check.epsilon(epsilon)
-    decoupled = check.flag(decoupled, "decoupled")
-    gs = check.finite(grad_scale, "grad_scale")
-    b2t = beta2**t
-    bc1 = 1.0 - beta1**t
-    bc2 = 1.0 - b2t
-    rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    rho_t = rho_inf - 2.0 * t * b2t / bc2
-    rect = rho_t > 5.0
-    step = lr / bc1
-    if rect:
-        step = lr * math.sqrt((rho_t - 4.0) * (rho_t - 2.0) * rho_inf /
-                              ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t)) * math.sqrt(bc2) / bc1
-    for p, g, (m, sq), wd in _entries(parameters, grads, (("v", v), ("s", s)), weight_decay):
-        gi = _grad(p, g, gs, wd, decoupled)
-        _decay(p, wd, decoupled, lr)
-        m *= beta1
-        m += (1.0 - beta1) * gi
-        sq *= beta2
-        sq += (1.0 - beta2) * gi * gi
-        if rect:
-            p -= step * m / (np.sqrt(sq) + eps)
-        else:
-            p -= step * m
+    def _unbind(self):
+        """The compiled backend drops its pointers here; nothing to do."""
 
-
-@_silent
-def adamax(parameters, grads, v, exp_inf, t, learning_rate, beta1, beta2, epsilon,
-           weight_decay=0.0, grad_scale=1.0):
-    """m = b1*m + (1-b1)*gi;  exp_inf = max(b2*exp_inf, |gi| + eps);
-    p -= lr/(1-b1^t) * m/exp_inf."""
-    t = _step(t)
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    eps = check.epsilon(epsilon)
-    gs = check.finite(grad_scale, "grad_scale")
-    step = lr / (1.0 - beta1**t)
-    for p, g, (m, ui), wd in _entries(parameters, grads, (("v", v), ("exp_inf", exp_inf)), weight_decay):
-        gi = _grad(p, g, gs, wd, False)
-        m *= beta1
-        m += (1.0 - beta1) * gi
-        ui[...] = _max(beta2 * ui, np.abs(gi) + eps)
-        p -= step * m / ui
-
-
-@_silent
-def adagrad(parameters, grads, sum_, t, learning_rate, lr_decay, epsilon, weight_decay=0.0,
-            grad_scale=1.0):
-    """sum += gi*gi;  p -= lr/(1 + (t-1)*lr_decay) * gi/(sqrt(sum) + eps)."""
-    t = _step(t)
-    lr = check.learning_rate(learning_rate)
-    lr_decay = check.nonnegative(lr_decay, "lr_decay")
-    eps = check.epsilon(epsilon)
-    gs = check.finite(grad_scale, "grad_scale")
-    clr = lr / (1.0 + (t - 1) * lr_decay)
-    for p, g, (acc,), wd in _entries(parameters, grads, (("sum", sum_),), weight_decay):
-        gi = _grad(p, g, gs, wd, False)
-        acc += gi * gi
-        p -= clr * gi / (np.sqrt(acc) + eps)
-
-
-@_silent
-def rmsprop(parameters, grads, square_avg, grad_avg, momentum_buffer, learning_rate, alpha,
-            epsilon, momentum, weight_decay=0.0, grad_scale=1.0):
-    """sq = alpha*sq + (1-alpha)*gi*gi;  centered (grad_avg given): ga = alpha*ga +
-    (1-alpha)*gi, d = sqrt(sq - ga*ga) + eps, else d = sqrt(sq) + eps;  with a
-    momentum_buffer: b = momentum*b + gi/d, p -= lr*b, else p -= lr*gi/d."""
-    lr = check.learning_rate(learning_rate)
-    alpha = check.beta(alpha, "alpha")
-    eps = check.epsilon(epsilon)
-    mu = check.beta(momentum, "momentum")
-    gs = check.finite(grad_scale, "grad_scale")
-    states = (("square_avg", square_avg), ("grad_avg", grad_avg),
-              ("momentum_buffer", momentum_buffer))
-    for p, g, (sq, ga, b), wd in _entries(parameters, grads, states, weight_decay):
-        gi = _grad(p, g, gs, wd, False)
-        sq *= alpha
-        sq += (1.0 - alpha) * gi * gi
-        if ga is not None:
-            ga *= alpha
-            ga += (1.0 - alpha) * gi
-            d = np.sqrt(sq - ga * ga) + eps
-        else:
-            d = np.sqrt(sq) + eps
-        if b is not None:
-            b *= mu
-            b += gi / d
-            p -= lr * b
-        else:
-            p -= lr * gi / d
-
-
-@_silent
-def lion(parameters, grads, v, learning_rate, beta1, beta2, weight_decay=0.0, grad_scale=1.0):
-    """p *= 1 - lr*wd;  p -= lr * sign(b1*v + (1-b1)*gi) (sign(0) = 0);
-    v = b2*v + (1-b2)*gi."""
-    lr = check.learning_rate(learning_rate)
-    beta1 = check.beta(beta1, "beta1")
-    beta2 = check.beta(beta2, "beta2")
-    gs = check.finite(grad_scale, "grad_scale")
-    for p, g, (m,), wd in _entries(parameters, grads, (("v", v),), weight_decay):
-        gi = _grad(p, g, gs, 0.0, True)
-        c = beta1 * m + (1.0 - beta1) * gi
-        _decay(p, wd, True, lr)
-        p -= lr * _sign(c)
-        m *= beta2
-        m += (1.0 - beta2) * gi
+    def _configure(self, hyper, flags, decay, weight_decay, max_norm, skip, maximize):
+        """The compiled backend copies the settings here; nothing to do."""

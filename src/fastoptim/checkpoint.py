@@ -130,7 +130,7 @@ def _read(path):
 
 
 def _check_optimizer(optimizer):
-    from .optim import Optimizer
+    from .optimizers import Optimizer
 
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastoptim optimizer object or None, "

@@ -9,11 +9,38 @@ caller's arrays change and the same dicts are returned.
 import numpy as np
 
 from . import _validate as check
-from ._backend import impl as _impl
+from ._backend import fallback as _fallback
+from ._backend import update as _update
 
-_gd = _impl.gd
-_momentum = _impl.momentum
-_adam = _impl.adam
+# The course's three updates are the rules "sgd" (without momentum, and with the
+# course's exponential-average momentum) and "adam" of csrc/rules.h.
+_MOMENTUM = _fallback.SGD_MOMENTUM | _fallback.SGD_AVERAGE
+
+
+def with_backend(update):
+    """The course's three updates through one backend's generic `update`
+    (fastoptim._core.update or fastoptim._fallback.update), with the course's
+    signatures: {"gd": ..., "momentum": ..., "adam": ...}. For comparing
+    backends on identical inputs (the training demo, the tests); the public
+    functions below use the backend in use."""
+
+    def gd(parameters, grads, learning_rate):
+        update("sgd", parameters, grads, (None,), 1, learning_rate, (0.0, 0.0))
+
+    def momentum(parameters, grads, v, beta, learning_rate):
+        update("sgd", parameters, grads, (v,), 1, learning_rate, (beta, beta), flags=_MOMENTUM,
+               names=("beta", "beta"), state_names=("v",))
+
+    def adam(parameters, grads, v, s, t, learning_rate=0.01, beta1=0.9, beta2=0.999,
+             epsilon=1e-8):
+        update("adam", parameters, grads, (v, s, None), t, learning_rate,
+               (beta1, beta2, epsilon))
+
+    return {"gd": gd, "momentum": momentum, "adam": adam}
+
+
+_steps = with_backend(_update)
+_gd, _momentum, _adam = _steps["gd"], _steps["momentum"], _steps["adam"]
 
 
 def update_parameters_with_gd(parameters, grads, learning_rate):

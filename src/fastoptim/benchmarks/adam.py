@@ -154,10 +154,18 @@ def _torch():
     return torch
 
 
+def _course_adam(module):
+    """update_parameters_with_adam through one backend."""
+    from ..course import with_backend
+
+    return with_backend(module.update)["adam"]
+
+
 @contender("adam", SUBJECT)
 def _adam_c(inputs):
     p, v, s = inputs.fresh()
-    return functools.partial(_core().adam, p, inputs.grads, v, s, STEP, LR, BETA1, BETA2, EPS)
+    return functools.partial(_course_adam(_core()), p, inputs.grads, v, s, STEP, LR, BETA1,
+                             BETA2, EPS)
 
 
 @contender("adam", OBJECT)
@@ -174,7 +182,8 @@ def _adam_fallback(inputs):
     from .. import _fallback
 
     p, v, s = inputs.fresh()
-    return functools.partial(_fallback.adam, p, inputs.grads, v, s, STEP, LR, BETA1, BETA2, EPS)
+    return functools.partial(_course_adam(_fallback), p, inputs.grads, v, s, STEP, LR, BETA1,
+                             BETA2, EPS)
 
 
 @contender("adam", "seed numpy")
@@ -205,7 +214,7 @@ def _adam_torch(inputs):
 @contender("adam", CEILING)
 def _adam_ceiling(inputs):
     p, v, s = inputs.fresh()
-    return functools.partial(_core().ceiling_adam, p, inputs.grads, v, s)
+    return functools.partial(_core().ceiling, p, inputs.grads, v, s)
 
 
 def build(algorithm, inputs, names=None):

@@ -1,10 +1,12 @@
-"""python -m fastoptim bench --algo all: every optimizer of the family against its
-own ceiling and torch's CPU implementation.
+"""python -m fastoptim bench --algo all: every optimizer against its own ceiling
+and torch's CPU implementation.
 
-Each optimizer moves a different number of bytes per element (Adam reads p, g,
-m, v and writes p, m, v: 7 streams; SGD with momentum 5; ...), so each has its
-own ceiling: fastoptim's ceiling kernel with exactly its streams (g read; p and
-each state read and written) and trivial arithmetic. torch runs its fused CPU
+fastoptim's contender is the optimizer object's step. Each optimizer moves a
+different number of bytes per element (Adam reads p, g, v, s and writes p, v,
+s: 7 streams; SGD with momentum 5; ...), counted from the state arrays the
+object keeps, so each has its own ceiling: fastoptim's ceiling kernel with
+exactly its streams (g read; p and each state read and written) and trivial
+arithmetic. torch runs its fused CPU
 kernel where it has one (SGD, Adam, AdamW, Adagrad), else foreach; Lion has
 none. Same protocol as the Adam tables (../shared/BENCH.md): contenders
 interleaved in one process, best of several rounds, ratios from one run.
@@ -22,70 +24,57 @@ WD = 0.01
 
 
 class Spec:
-    """One benchmarked configuration: its state count, our dict-level call and
-    torch's optimizer (class name and kwargs; None: torch has none)."""
+    """One benchmarked configuration: an optimizer class of fastoptim and its
+    arguments, and torch's optimizer (class name and kwargs; None: torch has
+    none). Its byte count follows from the state the object keeps: p read and
+    written, g read, each state array read and written."""
 
-    def __init__(self, name, title, nstates, ours, torch_cls=None, torch_kw=None,
-                 fused=False):
-        self.name = "family:" + name  # its own entries in _bench's registries
+    def __init__(self, name, title, cls, kwargs, torch_cls=None, torch_kw=None, fused=False):
+        self.name = "family:" + name  # its own entries in adam's registries
         self.title = title
-        self.nstates = nstates
-        self.ours = ours
+        self.cls = cls
+        self.kwargs = dict(kwargs, learning_rate=LR)
         self.torch_cls = torch_cls
-        self.torch_kw = torch_kw or {}
+        self.torch_kw = dict(torch_kw or {}, lr=LR)
         self.fused = fused
-        self.streams = 3 + 2 * nstates  # read p, g, states; write p, states
+        self.nstates = len(self.make({"w": np.zeros(1)}).state_arrays())
+        self.streams = 3 + 2 * self.nstates
         B.ALGORITHMS[self.name] = B.Algorithm(
             self.name, title, self.streams,
-            "read p, g" + ", s" * nstates + "; write p" + ", s" * nstates)
+            "read p, g" + ", s" * self.nstates + "; write p" + ", s" * self.nstates)
+
+    def make(self, params):
+        import fastoptim
+
+        return _Object(getattr(fastoptim, self.cls)(params, **self.kwargs))
+
+
+class _Object:
+    def __init__(self, opt):
+        self.opt = opt
+
+    def state_arrays(self):
+        return [d for d in self.opt.state.values()]
 
 
 def _specs():
     return [
-        Spec("gd", "GD (SGD, no momentum)", 0,
-             lambda c, p, g, s: functools.partial(c.sgd, p, g, None, 2, LR, 0.0, 0.0, False),
-             "SGD", dict(lr=LR), fused=True),
-        Spec("sgd", "SGD momentum+nesterov", 1,
-             lambda c, p, g, s: functools.partial(c.sgd, p, g, s[0], 2, LR, 0.9, 0.0, True),
-             "SGD", dict(lr=LR, momentum=0.9, nesterov=True), fused=True),
-        Spec("adam", "Adam", 2,
-             lambda c, p, g, s: functools.partial(c.adam, p, g, s[0], s[1], B.STEP, LR,
-                                                  B.BETA1, B.BETA2, B.EPS),
-             "Adam", dict(lr=LR), fused=True),
-        Spec("adamw", "AdamW", 2,
-             lambda c, p, g, s: functools.partial(c.adam_ext, p, g, s[0], s[1], None, B.STEP,
-                                                  LR, B.BETA1, B.BETA2, B.EPS, WD, True),
-             "AdamW", dict(lr=LR, weight_decay=WD), fused=True),
-        Spec("adam-amsgrad", "Adam amsgrad", 3,
-             lambda c, p, g, s: functools.partial(c.adam_ext, p, g, s[0], s[1], s[2], B.STEP,
-                                                  LR, B.BETA1, B.BETA2, B.EPS),
-             "Adam", dict(lr=LR, amsgrad=True), fused=True),
-        Spec("nadam", "NAdam", 2,
-             lambda c, p, g, s: functools.partial(c.nadam, p, g, s[0], s[1], B.STEP, 0.5, LR,
-                                                  B.BETA1, B.BETA2, B.EPS, 0.004),
-             "NAdam", dict(lr=LR)),
-        Spec("radam", "RAdam", 2,
-             lambda c, p, g, s: functools.partial(c.radam, p, g, s[0], s[1], B.STEP, LR,
-                                                  B.BETA1, B.BETA2, B.EPS),
-             "RAdam", dict(lr=LR)),
-        Spec("adamax", "Adamax", 2,
-             lambda c, p, g, s: functools.partial(c.adamax, p, g, s[0], s[1], B.STEP, LR,
-                                                  B.BETA1, B.BETA2, B.EPS),
-             "Adamax", dict(lr=LR)),
-        Spec("adagrad", "Adagrad", 1,
-             lambda c, p, g, s: functools.partial(c.adagrad, p, g, s[0], B.STEP, LR, 0.0,
-                                                  1e-10),
-             "Adagrad", dict(lr=LR), fused=True),
-        Spec("rmsprop", "RMSprop", 1,
-             lambda c, p, g, s: functools.partial(c.rmsprop, p, g, s[0], None, None, LR, 0.99,
-                                                  1e-8, 0.0),
-             "RMSprop", dict(lr=LR)),
-        Spec("rmsprop-centered-momentum", "RMSprop centered+mom.", 3,
-             lambda c, p, g, s: functools.partial(c.rmsprop, p, g, s[0], s[1], s[2], LR, 0.99,
-                                                  1e-8, 0.9),
-             "RMSprop", dict(lr=LR, centered=True, momentum=0.9)),
-        Spec("lion", "Lion", 1,
-             lambda c, p, g, s: functools.partial(c.lion, p, g, s[0], LR, 0.9, 0.99, WD)),
+        Spec("gd", "GD (SGD, no momentum)", "SGD", {}, "SGD", {}, fused=True),
+        Spec("sgd", "SGD momentum+nesterov", "SGD", dict(momentum=0.9, nesterov=True), "SGD",
+             dict(momentum=0.9, nesterov=True), fused=True),
+        Spec("adam", "Adam", "Adam", {}, "Adam", {}, fused=True),
+        Spec("adamw", "AdamW", "AdamW", dict(weight_decay=WD), "AdamW", dict(weight_decay=WD),
+             fused=True),
+        Spec("adam-amsgrad", "Adam amsgrad", "Adam", dict(amsgrad=True), "Adam",
+             dict(amsgrad=True), fused=True),
+        Spec("nadam", "NAdam", "NAdam", {}, "NAdam", {}),
+        Spec("radam", "RAdam", "RAdam", {}, "RAdam", {}),
+        Spec("adamax", "Adamax", "Adamax", {}, "Adamax", {}),
+        Spec("adagrad", "Adagrad", "Adagrad", {}, "Adagrad", {}, fused=True),
+        Spec("rmsprop", "RMSprop", "RMSprop", {}, "RMSprop", {}),
+        Spec("rmsprop-centered-momentum", "RMSprop centered+mom.", "RMSprop",
+             dict(centered=True, momentum=0.9), "RMSprop", dict(centered=True, momentum=0.9)),
+        Spec("lion", "Lion", "Lion", {}),
     ]
 
 
@@ -100,8 +89,11 @@ def _states(inputs, k):
 def _register(spec):
     @B.contender(spec.name, B.SUBJECT)
     def ours(inputs):
+        B._core()
         p, _, _ = inputs.fresh()
-        return spec.ours(B._core(), p, inputs.grads, _states(inputs, spec.nstates))
+        opt = spec.make(p).opt
+        opt.step(inputs.grads)  # steady state: t > 1 from here on
+        return functools.partial(opt.step, inputs.grads)
 
     @B.contender(spec.name, B.CEILING)
     def ceiling(inputs):

@@ -219,17 +219,27 @@ def _default_backend():
 
 
 def _backends():
-    """{"c": _core, "numpy": _fallback}, without "c" when the extension does not import."""
+    """The course's updates by backend, {"c": ..., "numpy": ...} (see
+    fastoptim.course.with_backend), without "c" when the extension does not
+    import."""
     from .. import _fallback
 
-    backends = {"numpy": _fallback}
+    backends = {"numpy": _Backend(_fallback)}
     try:
         from .. import _core
     except ImportError:
         pass
     else:
-        backends["c"] = _core
+        backends["c"] = _Backend(_core)
     return backends
+
+
+class _Backend:
+    """One backend's gd, momentum and adam with the course's signatures."""
+
+    def __init__(self, module):
+        steps = course.with_backend(module.update)
+        self.gd, self.momentum, self.adam = steps["gd"], steps["momentum"], steps["adam"]
 
 
 class _Run:

@@ -1,0 +1,366 @@
+# The optimizer objects' step (fastoptim.optimizers.Optimizer); included by _core.pyx.
+#
+# An optimizer object's parameters and state do not move between steps, so their
+# data pointers are gathered once, by dtype (_bind). A step then only looks up
+# and checks each gradient, measures the global norm when clipping or skipping
+# needs it, and makes one C call per dtype. Settings (hyperparameters, flags,
+# weight decay, clipping) are copied into C fields when they change (_configure).
+
+cdef struct Group:
+    int dtype             # FO_F32 or FO_F64
+    Py_ssize_t k          # arrays of this dtype
+    void **x              # x[s * k + i]: slot s (p, g, state slots) of array i
+    size_t *n
+    double *wd            # per array (NULL: no weight decay in this group)
+
+
+cdef class Stepper:
+    """The C backend's base of fastoptim.optimizers.Optimizer: its step, with
+    the settings and pointers in C fields so that a step costs one method call
+    (_fallback.Stepper is the same step for the NumPy backend)."""
+    cdef public object _t             # a Python int: steps taken
+    cdef public double _lr
+    cdef public object _schedule      # None, or a callable given the step count
+    cdef public object last_grad_norm
+    cdef int rule                     # -1: no plan, every step through _step_numpy
+    cdef fo_step args
+    cdef int nscalars
+    cdef double sc[FO_MAX_SCALARS]
+    cdef double max_norm              # < 0: no clipping
+    cdef bint skip, maximize
+    cdef int ngroups
+    cdef Group groups[2]
+    cdef Py_ssize_t k
+    cdef size_t total
+    # per key, in the parameters' order
+    cdef PyObject **dkeys             # borrowed from self._refs
+    cdef PyObject **grads             # this step's gradients (borrowed)
+    cdef int *group
+    cdef Py_ssize_t *slot
+    cdef int *ndim
+    cdef cnp.npy_intp *dims           # NPY_MAXDIMS per key
+    cdef bint *c_order
+    cdef size_t *nbytes
+    # byte ranges written by a step, sorted and disjoint
+    cdef uintptr_t *wlo
+    cdef uintptr_t *whi
+    cdef Py_ssize_t nw
+    cdef object _refs                 # keeps every array and key alive
+    cdef bint busy                    # a step is running with the GIL released
+    cdef double norm_sq               # the last norm pass's sum of squares
+
+    def __cinit__(self):
+        self.rule = -1
+        self.max_norm = -1.0
+        self.dkeys = NULL
+        self.wlo = NULL
+        self.groups[0].x = NULL
+        self.groups[1].x = NULL
+        self.ngroups = 0
+
+    def __dealloc__(self):
+        self._release()
+
+    cdef void _release(self) noexcept:
+        cdef int j
+        PyMem_Free(self.dkeys)
+        PyMem_Free(self.wlo)
+        for j in range(2):
+            PyMem_Free(self.groups[j].x)
+            self.groups[j].x = NULL
+        self.dkeys = NULL
+        self.wlo = NULL
+        self.ngroups = 0
+        self.rule = -1
+
+    # --- the plan -------------------------------------------------------------------
+
+    @property
+    def _compiled(self):
+        """Does a step take the compiled path (when its gradients do)?"""
+        return self.rule >= 0
+
+    def _unbind(self):
+        """Drop the pointers: every step takes _step_numpy."""
+        self._release()
+        self._refs = None
+
+    def _bind(self, str rule, list keys, list rows):
+        """Gather the pointers of `rows[i] = [p, slot 0, slot 1, ...]` (None for
+        an absent slot) of parameter keys[i], by dtype. Returns False (every
+        step then takes _step_numpy) when an array cannot take the C path. The
+        caller has checked the arrays (writeable, not overlapping, state shaped
+        and laid out like its parameter)."""
+        self._release()
+        self._refs = None
+        cdef Py_ssize_t k = len(keys), i, j, s
+        cdef list typenums = []
+        cdef list counts = []
+        cdef cnp.ndarray p, a
+        cdef int g
+        for row in rows:
+            for x in row:
+                if x is not None and not _obj_eligible(x):
+                    return False
+            p = <cnp.ndarray>row[0]
+            if cnp.PyArray_TYPE(p) not in typenums:
+                typenums.append(cnp.PyArray_TYPE(p))
+                counts.append(0)
+            counts[typenums.index(cnp.PyArray_TYPE(p))] += 1
+
+        self.k = k
+        self.total = 0
+        self._refs = (list(keys), ["d" + key for key in keys], [list(row) for row in rows])
+        # one allocation for the per-key tables
+        cdef size_t per_key = (2 * sizeof(PyObject *) + sizeof(int) + sizeof(Py_ssize_t)
+                               + sizeof(int) + cnp.NPY_MAXDIMS * sizeof(cnp.npy_intp)
+                               + sizeof(bint) + sizeof(size_t))
+        cdef char *mem = <char *>PyMem_Malloc(k * per_key + 1)
+        if mem == NULL:
+            raise MemoryError()
+        self.dkeys = <PyObject **>mem
+        self.grads = self.dkeys + k
+        self.dims = <cnp.npy_intp *>(self.grads + k)
+        self.nbytes = <size_t *>(self.dims + k * cnp.NPY_MAXDIMS)
+        self.slot = <Py_ssize_t *>(self.nbytes + k)
+        self.group = <int *>(self.slot + k)
+        self.ndim = self.group + k
+        self.c_order = <bint *>(self.ndim + k)
+        cdef Py_ssize_t kg
+        for j in range(len(typenums)):
+            kg = counts[j]
+            self.groups[j].dtype = _dtype_of(typenums[j])
+            self.groups[j].k = 0
+            self.groups[j].x = <void **>PyMem_Malloc(
+                kg * (NSLOTS * sizeof(void *) + sizeof(size_t) + sizeof(double)) + 1)
+            if self.groups[j].x == NULL:
+                raise MemoryError()
+            memset(self.groups[j].x, 0, kg * NSLOTS * sizeof(void *))
+            self.groups[j].n = <size_t *>(self.groups[j].x + NSLOTS * kg)
+            self.groups[j].wd = NULL
+            self.ngroups = j + 1
+
+        cdef list written = []
+        cdef Group *G
+        cdef uintptr_t lo
+        for i in range(k):
+            p = <cnp.ndarray>rows[i][0]
+            self.dkeys[i] = <PyObject *>self._refs[1][i]
+            self.grads[i] = NULL
+            g = typenums.index(cnp.PyArray_TYPE(p))
+            G = &self.groups[g]
+            kg = counts[g]
+            self.group[i] = g
+            self.slot[i] = G.k
+            self.ndim[i] = cnp.PyArray_NDIM(p)
+            for j in range(self.ndim[i]):
+                self.dims[i * cnp.NPY_MAXDIMS + j] = cnp.PyArray_DIMS(p)[j]
+            self.c_order[i] = cnp.PyArray_IS_C_CONTIGUOUS(p)
+            self.nbytes[i] = <size_t>cnp.PyArray_NBYTES(p)
+            G.n[G.k] = <size_t>cnp.PyArray_SIZE(p)
+            self.total += G.n[G.k]
+            for s in range(len(rows[i])):
+                if rows[i][s] is None:
+                    continue
+                a = <cnp.ndarray>rows[i][s]
+                lo = <uintptr_t>cnp.PyArray_DATA(a)
+                G.x[(0 if s == 0 else s + 1) * kg + G.k] = <void *>lo
+                if cnp.PyArray_NBYTES(a):
+                    written.append((lo, lo + <size_t>cnp.PyArray_NBYTES(a)))
+            G.k += 1
+
+        written.sort()
+        cdef list merged = []
+        for lo_, hi_ in written:
+            if merged and lo_ <= merged[len(merged) - 1][1]:
+                merged[len(merged) - 1][1] = max(merged[len(merged) - 1][1], hi_)
+            else:
+                merged.append([lo_, hi_])
+        self.nw = len(merged)
+        self.wlo = <uintptr_t *>PyMem_Malloc(2 * self.nw * sizeof(uintptr_t) + 1)
+        if self.wlo == NULL:
+            raise MemoryError()
+        self.whi = self.wlo + self.nw
+        for j in range(self.nw):
+            self.wlo[j] = merged[j][0]
+            self.whi[j] = merged[j][1]
+        self.rule = _RULE_ID[rule]
+        self.nscalars = _rules[self.rule].nscalars
+        return True
+
+    def _configure(self, tuple hyper, unsigned flags, unsigned decay, list weight_decay,
+                   max_norm, bint skip, bint maximize):
+        """Copy the settings (checked by the caller) into C fields: the rule's
+        hyperparameters and flags, the decay style, the weight decay of each key
+        (in the parameters' order), clipping, the non-finite skip, maximize."""
+        cdef int j
+        cdef Py_ssize_t i
+        cdef Group *G
+        cdef fo_step probe
+        self.max_norm = -1.0 if max_norm is None else <double>max_norm
+        self.skip = skip
+        self.maximize = maximize
+        if self.rule < 0:
+            return
+        for j in range(len(hyper)):
+            self.args.h[j] = <double>hyper[j]
+        self.args.flags = flags
+        self.args.decay = decay
+        self.args.grad_scale = 1.0
+        self.args.t = 1
+        self.args.lr = 0.0
+        self.args.weight_decay = NULL
+        probe = self.args
+        if fo_update(self.rule, FO_F64, 0, NULL, NULL, &probe) != 0:
+            raise ValueError(f"rule {fo_rule_info(self.rule, 0).decode()}: flags {flags} or "
+                             f"decay {decay} not compiled")
+        has_decay = any(weight_decay)
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            G.wd = <double *>(G.n + G.k) if has_decay else NULL
+        if has_decay:
+            for i in range(self.k):
+                G = &self.groups[self.group[i]]
+                G.wd[self.slot[i]] = <double>weight_decay[i]
+
+    @property
+    def _scalars(self):
+        """The rule's scalar state (e.g. NAdam's mu_product), a tuple."""
+        return tuple(self.sc[j] for j in range(self.nscalars))
+
+    @_scalars.setter
+    def _scalars(self, values):
+        cdef int j
+        self.nscalars = len(values)
+        for j in range(self.nscalars):
+            self.sc[j] = <double>values[j]
+
+    # --- the step -------------------------------------------------------------------
+
+    def step(self, grads):
+        """One update of every parameter from grads["d" + key], in place; then
+        t += 1. Returns False, having changed nothing, when skip_nonfinite is set
+        and a gradient holds an Inf or NaN; True otherwise."""
+        cdef object t = self._t + 1
+        cdef double lr = self._lr
+        cdef int done
+        if self._schedule is not None:
+            lr = self._scheduled_lr(self._t)
+        # Counts past 2**62 (restored by load_state_dict) go to the NumPy step,
+        # which takes any Python int.
+        if self.rule < 0 or t > 2**62:
+            return self._step_numpy(grads, t, lr)
+        done = self._run(grads, t, lr)
+        if done < 0:
+            return self._step_numpy(grads, t, lr)
+        if done:
+            self._t = t
+        return done == 1
+
+    cdef int _run(self, object grads, int64_t t, double lr) except -2:
+        """One update (1 <= t <= 2**62 and lr checked by the caller): 1 done, 0
+        skipped (a non-finite gradient with skip_nonfinite), -1 (nothing written)
+        when a gradient cannot take the C path."""
+        cdef Py_ssize_t i
+        cdef PyObject *item
+        cdef uintptr_t lo
+        cdef Group *G
+        if self.busy:
+            raise RuntimeError("step() of one optimizer was called from two threads at once")
+        if type(grads) is not dict:
+            return -1
+        for i in range(self.k):
+            item = PyDict_GetItem(grads, <object>self.dkeys[i])
+            if item == NULL or not self._grad_ok(item, i):
+                return -1
+            lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>item)
+            if self.nbytes[i] and self._written(lo, lo + self.nbytes[i]):
+                return -1
+            G = &self.groups[self.group[i]]
+            G.x[G.k + self.slot[i]] = <void *>lo
+            self.grads[i] = item
+        self.args.t = t
+        self.args.lr = lr
+        cdef int done
+        if self.total < NOGIL_MIN:
+            done = self._update()
+        else:
+            # With the GIL released another thread could drop the last reference
+            # to a gradient (e.g. clear the dict): hold one for the whole call.
+            for i in range(self.k):
+                Py_INCREF(<object>self.grads[i])
+            self.busy = True
+            try:
+                with nogil:
+                    done = self._update()
+            finally:
+                self.busy = False
+                for i in range(self.k):
+                    Py_XDECREF(self.grads[i])
+        if self.max_norm >= 0.0 or self.skip:
+            self.last_grad_norm = sqrt(self.norm_sq)
+        return done
+
+    cdef int _update(self) noexcept nogil:
+        """The norm pass when clipping or skipping needs it, then the update of
+        every dtype group with the same scalars in and out."""
+        cdef int i, j, bad = 0, g_bad
+        cdef double total = 0.0, coef, scale = 1.0
+        cdef Group *G
+        if self.max_norm >= 0.0 or self.skip:
+            # groups in order, each summed from zero: _fallback.norm's order
+            for j in range(self.ngroups):
+                G = &self.groups[j]
+                g_bad = 0
+                total += fo_sumsq(G.dtype, G.k, G.x + G.k, G.n, &g_bad)
+                bad = bad | g_bad
+            self.norm_sq = total
+            if self.skip and bad:
+                return 0
+            if self.max_norm >= 0.0:
+                # torch's clip_grad_norm_ rule; a NaN norm (a NaN gradient, not
+                # skipped) leaves the scale at 1, so the NaN reaches only the
+                # elements it touches.
+                coef = self.max_norm / (sqrt(total) + 1e-6)
+                if coef < 1.0:
+                    scale = coef
+        self.args.grad_scale = -scale if self.maximize else scale
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            for i in range(self.nscalars):
+                self.args.scalars[i] = self.sc[i]
+            self.args.weight_decay = G.wd
+            fo_update(self.rule, G.dtype, G.k, G.x, G.n, &self.args)
+        for i in range(self.nscalars):
+            self.sc[i] = self.args.scalars[i]
+        return 1
+
+    cdef inline bint _grad_ok(self, PyObject *obj, Py_ssize_t i) noexcept:
+        """Is `obj` an array the C path takes as the gradient of key i?"""
+        cdef int typenum = cnp.NPY_FLOAT if self.groups[self.group[i]].dtype == FO_F32 \
+            else cnp.NPY_DOUBLE
+        return _fast_array(obj, typenum, self.ndim[i], self.dims + i * cnp.NPY_MAXDIMS,
+                           self.c_order[i], False)
+
+    cdef inline bint _written(self, uintptr_t lo, uintptr_t hi) noexcept:
+        """Does [lo, hi) meet a range the step writes? (binary search: the last
+        range starting below hi has the largest end of those that could meet it)"""
+        cdef Py_ssize_t a = 0, b = self.nw, mid
+        while a < b:
+            mid = (a + b) // 2
+            if self.wlo[mid] < hi:
+                a = mid + 1
+            else:
+                b = mid
+        return a > 0 and self.whi[a - 1] > lo
+
+
+cdef bint _obj_eligible(object a):
+    if not cnp.PyArray_Check(a):
+        return False
+    cdef cnp.ndarray x = <cnp.ndarray>a
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_ISALIGNED(x)
+            and cnp.PyArray_ISWRITEABLE(x)
+            and (cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_IS_F_CONTIGUOUS(x)))

@@ -1,0 +1,855 @@
+"""The optimizer base: everything an optimizer class does not declare itself.
+
+An optimizer is a declaration (see `Optimizer`): its rule (csrc/rules.h and its
+NumPy twin in fastoptim._fallback), default learning rate, hyperparameters with
+their checks, boolean options, weight-decay style and any renamed state. From
+it follow the constructor and its signature, validation, the state arrays and
+their arena, the attributes, state_dict/load_state_dict (so checkpoints), the
+step (compiled: _core.Stepper; NumPy: _fallback.Stepper and `_step_numpy`
+here), pickling, the docstring's parameter list and the benchmarks' byte counts.
+"""
+import inspect
+import math
+import numbers
+import warnings
+import weakref
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import _backend
+from .. import _validate as check
+from .. import schedules as _schedules
+
+_fallback = _backend.fallback
+_ALIGN = 64  # bytes: every array of an arena starts on a cache line
+# The buffers of one dtype start at different offsets within a 4 KiB page: when
+# p[i], m[i] and v[i] share their address bits below 4 KiB the CPU mistakes the
+# stores of one stream for the loads of another (4K aliasing): the MLP step ran
+# 5-9% slower with all buffers at the same page offset.
+_PAGE = 4096
+_STAGGER = 640
+_CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s
+_UNSET = object()
+# Arena buffers of live optimizers: id(buffer) -> optimizer (see _claim).
+_ARENAS = weakref.WeakValueDictionary()
+
+
+class Hyperparameter:
+    """A real-valued setting: its default, its check (a function of (value,
+    name) in fastoptim._validate) and its documentation (one line: what it is,
+    its range and units). `state`: set when the value is the initial value of
+    that state (a constructor argument only, not restored by load_state_dict)."""
+
+    def __init__(self, default, check, doc, state=None):
+        self.default = default
+        self.check = check
+        self.doc = doc
+        self.state = state
+
+
+class Option:
+    """A boolean setting, off by default. `structural`: it decides which state
+    arrays exist, so a state dict must match it."""
+
+    def __init__(self, doc, structural=False):
+        self.doc = doc
+        self.structural = structural
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What an optimizer class declares; everything else follows from it.
+
+    rule: the name of its rule in csrc/rules.h (and fastoptim._fallback.RULES).
+    learning_rate: the default learning rate.
+    hyperparameters: name -> Hyperparameter; the rule's hyperparameters by
+        name unless the class overrides `_rule_hyperparameters`.
+    options: name -> Option; an option named like one of the rule's flags sets
+        it; "maximize" negates the gradient; "decoupled_weight_decay" turns L2
+        decay into decoupled decay.
+    weight_decay: "l2", "decoupled" or None (no weight decay); its default.
+    state_names: the rule's state slot name -> the public name.
+    fixed_flags: rule flags that are always on.
+    """
+
+    rule: str
+    learning_rate: float = 0.01
+    hyperparameters: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    weight_decay: str = None
+    weight_decay_default: float = 0.0
+    state_names: dict = field(default_factory=dict)
+    fixed_flags: tuple = ()
+
+
+MAXIMIZE = Option("Ascend instead of descend: the gradient is negated before the "
+                  "weight decay is added, as torch does.")
+
+
+class Optimizer(_backend.Stepper):
+    """Base class of the optimizer objects; a subclass is a declaration.
+
+    A subclass sets `declaration` (a Declaration): its rule, defaults,
+    hyperparameters, options and weight-decay style; it overrides
+    `_rule_hyperparameters` when its hyperparameters are not the rule's by
+    name, and `_check_settings` for cross-checks between settings.
+    """
+
+    declaration = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        d = cls.declaration
+        cls._rule = _fallback.RULES[d.rule]
+        for name, h in d.hyperparameters.items():
+            if h.state is None and name not in cls.__dict__:
+                setattr(cls, name, _hyperparameter_property(name, h))
+        for name, o in d.options.items():
+            if name not in cls.__dict__:
+                setattr(cls, name, _option_property(name, o))
+        for j, name in enumerate(cls._rule.scalars):
+            if name not in cls.__dict__:
+                setattr(cls, name, property(lambda self, j=j: self._scalars[j],
+                                            doc=f"The scalar state {name} (read-only)."))
+        cls.__signature__ = _signature(cls)
+        if cls.__doc__:
+            cls.__doc__ = inspect.cleandoc(cls.__doc__).replace("{parameters}",
+                                                                _parameters_doc(cls))
+
+    def __init__(self, parameters, learning_rate=_UNSET, **settings):
+        try:
+            bound = self.__signature__.bind(parameters, learning_rate, **settings)
+        except TypeError as exc:
+            raise TypeError(f"{type(self).__name__}(): {exc}") from None
+        bound.apply_defaults()
+        args = bound.arguments
+        if learning_rate is _UNSET:
+            args["learning_rate"] = self.declaration.learning_rate
+        arena = check.flag(args["arena"], "arena")
+
+        # Everything is checked before the parameters move.
+        self._schedule = None
+        self._lr = 0.0
+        self.learning_rate = args["learning_rate"]
+        self._h = {}
+        init = {}
+        for name, h in self.declaration.hyperparameters.items():
+            value = h.check(args[name], name)
+            if h.state is None:
+                self._h[name] = value
+            else:
+                init[h.state] = value
+        self._opts = {name: check.flag(args[name], name) for name in self.declaration.options}
+        self._max_norm = _max_grad_norm(args["max_grad_norm"])
+        self._skip = check.flag(args["skip_nonfinite"], "skip_nonfinite")
+        arrays = _check_parameters(parameters)
+        self._keys = [k for k, _ in arrays]
+        self._mask = None
+        self._wd = {k: 0.0 for k in self._keys}
+        if self.declaration.weight_decay is not None:
+            self._mask = _per_key(self._keys, args["weight_decay_mask"], "weight_decay_mask",
+                                  check.flag) if args["weight_decay_mask"] is not None else None
+            self._wd = self._resolve_decay(args["weight_decay"])
+        self._check_settings()
+
+        self._t = 0
+        self.last_grad_norm = None
+        self._superseded = None
+        self._arena = arena
+        self._scalars = tuple(1.0 for _ in self._rule.scalars)
+        flags = self._rule_flags(construction=True)
+        # the rule's state slots this object keeps (by its flags now)
+        self._slots = tuple(not need or bool(flags & need) for need in self._rule.state_flags)
+        names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
+        kept = tuple(n for n, keep in zip(names, self._slots) if keep)
+        if arena:
+            self._claim(arrays)
+        self._params, self._state, self._buffers = _build(arrays, kept, arena)
+        for slot, value in init.items():
+            for a in self._state[self.declaration.state_names.get(slot, slot)].values():
+                a.fill(value)
+        self._groups = _groups(self._params)
+        self._written = _written_spans(self._params, self._state)
+        rows = [[self._params[k]] + [self._state[n]["d" + k] if keep else None
+                                     for n, keep in zip(names, self._slots)]
+                for k in self._keys]
+        self._bind(self.declaration.rule, list(self._keys), rows)
+        self._configure_step()
+        if arena:
+            parameters.update(self._params)
+            for buffer in self._buffers:
+                _ARENAS[id(buffer)] = self
+
+    # --- settings ---------------------------------------------------------------------
+
+    def _check_settings(self):
+        """Cross-checks of a subclass, run before anything moves."""
+
+    def _rule_hyperparameters(self):
+        """The rule's hyperparameters (csrc/rules.h order) from this object's."""
+        return tuple(self._h[name] for name in self._rule.hyper)
+
+    def _rule_flags(self, construction=False):
+        """The rule's flags: a fixed flag, an option that is on, or a
+        hyperparameter that is non-zero; a flag whose state slot this object
+        does not keep stays off."""
+        f = 0
+        for bit, name in enumerate(self._rule.flags):
+            on = (name in self.declaration.fixed_flags or self._opts.get(name, False)
+                  or self._h.get(name, 0.0) != 0.0)
+            f |= int(bool(on)) << bit
+        if not construction:
+            for keep, need in zip(self._slots, self._rule.state_flags):
+                if need and not keep:
+                    f &= ~need
+        return f
+
+    def _decay_style(self):
+        style = self.declaration.weight_decay
+        if self._opts.get("decoupled_weight_decay"):
+            style = "decoupled"
+        return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED}.get(style, 0)
+
+    def _configure_step(self):
+        """After a setting changes: hand the step its settings."""
+        self._configure(self._rule_hyperparameters(), self._rule_flags(), self._decay_style(),
+                        [self._wd[k] for k in self._keys], self._max_norm, self._skip,
+                        self._opts.get("maximize", False))
+
+    def _resolve_decay(self, value):
+        wd = _per_key(self._keys, value, "weight_decay", check.nonnegative)
+        if self._mask is not None:
+            wd = {k: (x if self._mask[k] else 0.0) for k, x in wd.items()}
+        return wd
+
+    # --- the step (step() itself: the backend's Stepper) ----------------------------------
+
+    def _scheduled_lr(self, t):
+        value = self._schedule(t)
+        try:
+            return check.learning_rate(value)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"the learning-rate schedule at step {t}: {exc}") from None
+
+    def _step_numpy(self, grads, t, lr):
+        """The step in NumPy (the NumPy backend's, and the compiled backend's
+        for gradients its fast path does not take): checks the gradients only
+        (the parameters and state are this object's own), then the same
+        norm, skip, scale and update as the compiled step."""
+        if self._superseded is not None:
+            raise RuntimeError(self._superseded)
+        gs = self._checked_grads(grads)
+        scale = 1.0
+        if self._max_norm is not None or self._skip:
+            norm, finite = _fallback.norm([[gs[i] for i in group] for group in self._groups])
+            self.last_grad_norm = norm
+            if self._skip and not finite:
+                return False
+            if self._max_norm is not None:
+                # torch's rule; a NaN norm (a NaN gradient, not skipped) leaves
+                # the scale at 1, so the NaN reaches only the elements it touches.
+                coef = self._max_norm / (norm + _CLIP_EPS)
+                if coef < 1.0:
+                    scale = coef
+        if self._opts.get("maximize"):
+            scale = -scale
+        names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
+        hyper, flags, decay = self._rule_hyperparameters(), self._rule_flags(), self._decay_style()
+        scalars = self._scalars
+        for group in self._groups:
+            rows = []
+            for i in group:
+                k = self._keys[i]
+                p = np.asarray(self._params[k])
+                s = [np.asarray(self._state[n]["d" + k]) if keep else None
+                     for n, keep in zip(names, self._slots)]
+                rows.append((p, gs[i], s, self._wd[k]))
+            new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
+        if self._groups:
+            self._scalars = new
+        self._t = t
+        return True
+
+    def _checked_grads(self, grads):
+        """The gradients in key order, each a plain array of its parameter's
+        dtype (a copy when it shares memory with an array the step writes)."""
+        check.check_dict("grads", grads)
+        out = []
+        for k in self._keys:
+            p = self._params[k]
+            dkey = "d" + k
+            g = check._lookup("grads", grads, dkey, k)
+            label = f"grads[{dkey!r}]"
+            check.parameter(label, g)
+            check._same_shape(label, g, f"parameters[{k!r}]", p)
+            if g.size and self._overlaps_written(g):
+                g = g.copy()
+            out.append(np.asarray(g).astype(p.dtype, copy=False))
+        return out
+
+    def _overlaps_written(self, g):
+        lo, hi = check.byte_bounds(g)
+        j = bisect_right(self._written[0], hi - 1) - 1
+        while j >= 0 and self._written[1][j] > lo:
+            if check._shares_memory(g, self._written[2][j]):
+                return True
+            j -= 1
+        return False
+
+    def _claim(self, arrays):
+        """A parameter that lives in another optimizer's arena (a second
+        optimizer built on the same dict, e.g. a notebook cell run again): warn,
+        and make the other one refuse to step, since its steps would no longer
+        reach the dict."""
+        owners = {}
+        for key, p in arrays:
+            base = p
+            while isinstance(base, np.ndarray) and base.base is not None:
+                base = base.base
+            owner = _ARENAS.get(id(base))
+            if owner is not None and owner is not self:
+                owners.setdefault(id(owner), (owner, key))
+        for owner, key in owners.values():
+            name = type(owner).__name__
+            owner._superseded = (
+                f"this {name}'s parameters were taken over by a {type(self).__name__} built "
+                f"on the same dict; its steps would no longer reach that dict")
+            owner._unbind()  # its compiled step goes: step() takes _step_numpy, which raises
+            warnings.warn(
+                f"parameters[{key!r}] lives in the arena of a {name} optimizer; the new "
+                f"{type(self).__name__} takes the parameters over and the {name} refuses to "
+                f"step from now on (build one optimizer per dict, or pass arena=False)",
+                RuntimeWarning, stacklevel=4)
+
+    # --- attributes -----------------------------------------------------------------------
+
+    @property
+    def t(self):
+        """Steps taken (the next step's bias corrections use t + 1)."""
+        return self._t
+
+    @property
+    def learning_rate(self):
+        """A float, or a schedule: a callable given the step count `t` before
+        each step (see fastoptim.schedules). May be changed between steps."""
+        return self._lr if self._schedule is None else self._schedule
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if callable(value) and not isinstance(value, (numbers.Real, np.ndarray)):
+            self._schedule = value
+        else:
+            self._lr = check.learning_rate(value)
+            self._schedule = None
+
+    @property
+    def arena(self):
+        """True when the parameters were moved into the optimizer's buffers."""
+        return self._arena
+
+    @property
+    def parameters(self):
+        """The arrays the optimizer updates, by key (a new dict of the same arrays)."""
+        return dict(self._params)
+
+    @property
+    def state(self):
+        """The state dicts by name (e.g. {"v": {...}, "s": {...}}), keyed
+        "d" + key like the dict API's (new dicts of the same arrays)."""
+        return {name: dict(d) for name, d in self._state.items()}
+
+    @property
+    def options(self):
+        """The boolean options by name (e.g. {"amsgrad": False, "maximize": True})."""
+        return dict(self._opts)
+
+    @property
+    def max_grad_norm(self):
+        """Clip the gradients' global norm to this (None: no clipping). May be
+        changed between steps."""
+        return self._max_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        self._max_norm = _max_grad_norm(value)
+        self._configure_step()
+
+    @property
+    def skip_nonfinite(self):
+        """Skip a step whose gradients hold an Inf or NaN (step() returns False).
+        May be changed between steps."""
+        return self._skip
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, value):
+        self._skip = check.flag(value, "skip_nonfinite")
+        self._configure_step()
+
+    @property
+    def weight_decay(self):
+        """One float when every key has the same decay, else a dict by key. Set
+        a float, a dict of every key or a callable key -> float (the mask still
+        applies). May be changed between steps."""
+        if self.declaration.weight_decay is None:
+            raise AttributeError(f"{type(self).__name__} has no weight decay")
+        values = set(self._wd.values())
+        return values.pop() if len(values) == 1 else dict(self._wd)
+
+    @weight_decay.setter
+    def weight_decay(self, value):
+        if self.declaration.weight_decay is None:
+            raise AttributeError(f"{type(self).__name__} has no weight decay")
+        self._wd = self._resolve_decay(value)
+        self._configure_step()
+
+    def __repr__(self):
+        hyper = "".join(f", {k}={v!r}" for k, v in self._h.items())
+        opts = "".join(f", {k}=True" for k, v in self._opts.items() if v)
+        return (f"{type(self).__name__}(learning_rate={self.learning_rate!r}{hyper}{opts}, "
+                f"t={self._t}, arena={self._arena}, arrays={len(self._params)})")
+
+    # --- state_dict -----------------------------------------------------------------
+
+    def state_dict(self):
+        """The optimizer's state as a flat dict that np.savez can store.
+
+        Returns
+        -------
+        dict
+            "optimizer" (the class name), "t", the learning rate (a float, or
+            one of fastoptim.schedules' schedules as "learning_rate/..."
+            entries; another callable is not stored), every hyperparameter,
+            the options that are on, the weight decay when any is non-zero
+            ("weight_decay", or "weight_decay/<key>" when keys differ), the
+            rule's scalar state (e.g. NAdam's "mu_product"), and copies of
+            the state arrays as "<state>/d<key>" (e.g. "v/dW1", "s/dW1").
+        """
+        return self._state_items(copy=True)
+
+    def _state_items(self, copy):
+        items = {"optimizer": type(self).__name__, "t": self._t}
+        if self._schedule is None:
+            items["learning_rate"] = self._lr
+        else:
+            schedule = _schedules.to_state(self._schedule)
+            if schedule is not None:
+                items.update({"learning_rate/" + k: v for k, v in schedule.items()})
+        items.update(self._h)
+        items.update({name: True for name, on in self._opts.items() if on})
+        if any(self._wd.values()):
+            wd = self.weight_decay
+            if isinstance(wd, dict):
+                items.update({f"weight_decay/{k}": x for k, x in wd.items()})
+            else:
+                items["weight_decay"] = wd
+        items.update(zip(self._rule.scalars, self._scalars))
+        for name, d in self._state.items():
+            for dkey, a in d.items():
+                items[f"{name}/{dkey}"] = a.copy() if copy else a
+        return items
+
+    def load_state_dict(self, state_dict):
+        """Restore what state_dict() returned (or np.load of it).
+
+        Parameters
+        ----------
+        state_dict : mapping
+            As state_dict() returns it: t, the hyperparameters, the options,
+            the weight decay, the scalar state, the learning rate (optional:
+            kept when absent) and the state arrays, whose keys, shapes and
+            dtypes must match this optimizer's exactly.
+
+        Raises
+        ------
+        KeyError
+            A missing or unexpected entry (named).
+        TypeError, ValueError
+            An entry of the wrong type, shape, dtype or value (named), a
+            state dict of another optimizer class, or a structural option
+            (e.g. amsgrad) that differs. Everything is checked before anything
+            changes: on any error the optimizer is left as it was.
+        """
+        self._check_state_dict(state_dict)()
+
+    def _check_state_dict(self, state_dict):
+        """Check `state_dict` entirely; return a function that applies it."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        sd = {}
+        for key in state_dict:
+            if not isinstance(key, str):
+                raise TypeError(f"state_dict keys must be str, got {key!r}")
+            sd[key] = state_dict[key]
+        name = type(self).__name__
+
+        def take(key):
+            try:
+                return _scalar(sd.pop(key))
+            except KeyError:
+                raise KeyError(f"state_dict has no key {key!r} (needed by {name})") from None
+
+        owner = take("optimizer")
+        if owner != name:
+            raise ValueError(f"state_dict is for {owner!r}, not {name!r}")
+        t = take("t")
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, numbers.Integral):
+            raise TypeError(f"state_dict['t'] must be an integer, got {type(t).__name__}")
+        t = int(t)
+        if t < 0:
+            raise ValueError(f"state_dict['t'] must be >= 0, got {t}")
+        hyper = {k: h.check(take(k), k) for k, h in self.declaration.hyperparameters.items()
+                 if h.state is None}
+        opts = {}
+        for opt, o in self.declaration.options.items():  # absent: off
+            value = check.flag(take(opt), f"state_dict[{opt!r}]") if opt in sd else False
+            if o.structural and value != self._opts[opt]:
+                raise ValueError(f"state_dict has {opt}={value} but this {name} has "
+                                 f"{opt}={self._opts[opt]}")
+            opts[opt] = value
+        wd = None
+        if self.declaration.weight_decay is not None:  # absent: none
+            if "weight_decay" in sd:
+                wd = take("weight_decay")
+            elif any(f"weight_decay/{k}" in sd for k in self._keys):
+                wd = {k: take(f"weight_decay/{k}") for k in self._keys}
+            else:
+                wd = 0.0
+            wd = _per_key(self._keys, wd, "state_dict weight_decay", check.nonnegative)
+        scalars = tuple(_fallback._KINDS[kind](take(s), f"state_dict[{s!r}]")
+                        for s, kind in zip(self._rule.scalars, self._rule.scalar_kinds))
+
+        lr = keep = object()
+        if "learning_rate" in sd:
+            lr = check.learning_rate(take("learning_rate"))
+        elif "learning_rate/schedule" in sd:
+            prefix = "learning_rate/"
+            entries = {k[len(prefix):]: sd.pop(k) for k in list(sd) if k.startswith(prefix)}
+            lr = _schedules.from_state(entries)
+
+        copies = []
+        for state_name, d in self._state.items():
+            for dkey, dest in d.items():
+                key = f"{state_name}/{dkey}"
+                if key not in sd:
+                    raise KeyError(f"state_dict has no key {key!r} (needed by {name})")
+                src = sd.pop(key)
+                if not isinstance(src, np.ndarray):
+                    raise TypeError(f"state_dict[{key!r}] must be a numpy.ndarray, "
+                                    f"got {type(src).__name__}")
+                if src.shape != dest.shape:
+                    raise ValueError(f"state_dict[{key!r}] has shape {src.shape} but the "
+                                     f"optimizer's {key} has shape {dest.shape}")
+                if src.dtype != dest.dtype:
+                    raise TypeError(f"state_dict[{key!r}] has dtype {src.dtype} but the "
+                                    f"optimizer's {key} has dtype {dest.dtype}")
+                copies.append((dest, src))
+        if sd:
+            raise KeyError(f"state_dict has unexpected keys for {name}: "
+                           f"{', '.join(repr(k) for k in sorted(sd))}")
+        self._check_settings_with(hyper, opts)
+
+        def apply():
+            for dest, src in copies:
+                np.copyto(dest, src)
+            self._t = t
+            self._h.update(hyper)
+            self._opts.update(opts)
+            if wd is not None:
+                self._wd = wd
+            self._scalars = scalars
+            if lr is not keep:
+                self.learning_rate = lr
+            self._configure_step()
+
+        return apply
+
+    def _check_settings_with(self, hyper, opts):
+        """_check_settings on the settings a state dict would restore."""
+        saved = self._h, self._opts
+        self._h, self._opts = dict(self._h, **hyper), dict(self._opts, **opts)
+        try:
+            self._check_settings()
+            for name, h in hyper.items():
+                _check_slot(self, name, h)
+        finally:
+            self._h, self._opts = saved
+
+    # --- pickle and copy --------------------------------------------------------------------
+
+    def __reduce__(self):
+        """Pickle and copy.deepcopy through the state: the copy updates the
+        copied parameter arrays in place (arena=False), so arrays shared with
+        other pickled objects (an estimator's coefficients) stay shared."""
+        settings = dict(self._h)
+        settings.update(self._opts)
+        if self.declaration.weight_decay is not None:
+            settings["weight_decay"] = dict(self._wd)
+        settings.update(learning_rate=self.learning_rate, max_grad_norm=self._max_norm,
+                        skip_nonfinite=self._skip)
+        return (_restore, (type(self), self._params, settings, self._state_items(copy=False)))
+
+
+def _restore(cls, params, settings, state):
+    opt = cls(dict(params), arena=False, **settings)
+    opt.load_state_dict(state)
+    return opt
+
+
+# --- declarations -> attributes, signature, docstring ---------------------------------------
+
+def _hyperparameter_property(name, h):
+    def get(self):
+        return self._h[name]
+
+    def set(self, value):
+        x = h.check(value, name)
+        _check_slot(self, name, x)
+        saved = self._h[name]
+        self._h[name] = x
+        try:
+            self._check_settings()
+        except ValueError:
+            self._h[name] = saved
+            raise
+        self._configure_step()
+
+    return property(get, set, doc=h.doc + " May be changed between steps.")
+
+
+def _check_slot(self, name, value):
+    """A hyperparameter that turns on a state slot (e.g. momentum's buffer) can
+    only be non-zero when the object keeps that slot."""
+    if name in self._rule.flags and value != 0.0:
+        need = 1 << self._rule.flags.index(name)
+        for keep, slot_need, slot in zip(self._slots, self._rule.state_flags, self._rule.states):
+            if slot_need == need and not keep:
+                raise ValueError(f"{type(self).__name__} was built with {name}=0 and has no "
+                                 f"{self.declaration.state_names.get(slot, slot)}; build it with {name} > 0")
+
+
+def _option_property(name, o):
+    def get(self):
+        return self._opts[name]
+
+    def set(self, value):
+        if o.structural:
+            raise AttributeError(f"{name} decides which state arrays exist; it is set when "
+                                 "the optimizer is built")
+        x = check.flag(value, name)
+        saved = self._opts[name]
+        self._opts[name] = x
+        try:
+            self._check_settings()
+        except ValueError:
+            self._opts[name] = saved
+            raise
+        self._configure_step()
+
+    return property(get, set, doc=o.doc + ("" if o.structural else " May be changed between steps."))
+
+
+def _signature(cls):
+    P = inspect.Parameter
+    params = [P("parameters", P.POSITIONAL_OR_KEYWORD),
+              P("learning_rate", P.POSITIONAL_OR_KEYWORD, default=cls.declaration.learning_rate)]
+    params += [P(name, P.KEYWORD_ONLY, default=h.default) for name, h in cls.declaration.hyperparameters.items()]
+    if cls.declaration.weight_decay is not None:
+        params += [P("weight_decay", P.KEYWORD_ONLY, default=cls.declaration.weight_decay_default),
+                   P("weight_decay_mask", P.KEYWORD_ONLY, default=None)]
+    params += [P(name, P.KEYWORD_ONLY, default=False) for name in cls.declaration.options]
+    params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
+               P("skip_nonfinite", P.KEYWORD_ONLY, default=False),
+               P("arena", P.KEYWORD_ONLY, default=True)]
+    return inspect.Signature(params)
+
+
+_COMMON_DOC = {
+    "parameters": ("dict of str to numpy.ndarray",
+                   "The parameters, float32 or float64 arrays of any shape (float16 and other "
+                   "float dtypes take the NumPy path). With arena=True their values are moved "
+                   "into the optimizer's buffers and the dict's values replaced by views of "
+                   "them (same keys, shapes, dtypes, layouts and values)."),
+    "learning_rate": ("float or callable",
+                      "Step size, >= 0; or a schedule: a callable given the number of steps "
+                      "taken that returns the rate (see fastoptim.schedules)."),
+    "weight_decay": ("float, dict or callable",
+                     "Weight-decay coefficient, >= 0: one for every key, a dict with every "
+                     "parameter key, or a callable key -> float."),
+    "weight_decay_mask": ("callable, dict or None",
+                          "key -> bool (or a dict of every key): False turns the decay off "
+                          "for that key, e.g. ``lambda key: key.startswith('W')``."),
+    "max_grad_norm": ("float or None",
+                      "Clip by global norm (Pascanu et al. 2013): one fused pass measures "
+                      "the norm of all gradients together, and the update scales them by "
+                      "min(1, max_grad_norm / (norm + 1e-6)) as it reads them (torch's "
+                      "clip_grad_norm_ rule); the gradient arrays are not modified."),
+    "skip_nonfinite": ("bool",
+                       "If any gradient element is Inf or NaN, skip the step: parameters, "
+                       "state and t stay unchanged and step() returns False."),
+    "arena": ("bool",
+              "Move the parameters into one 64-byte-aligned buffer per dtype (True), or "
+              "update the given arrays where they are (False)."),
+}
+
+
+def _parameters_doc(cls):
+    """The numpydoc Parameters section of a declaration."""
+    lines = ["Parameters", "----------"]
+
+    def entry(name, kind, doc):
+        lines.append(f"{name} : {kind}")
+        lines.append("    " + doc)
+
+    entry("parameters", *_COMMON_DOC["parameters"])
+    entry("learning_rate", _COMMON_DOC["learning_rate"][0] + f", default {cls.declaration.learning_rate}",
+          _COMMON_DOC["learning_rate"][1])
+    for name, h in cls.declaration.hyperparameters.items():
+        entry(name, f"float, default {h.default}", h.doc)
+    if cls.declaration.weight_decay is not None:
+        style = {"l2": "L2: weight_decay * W is added to the gradient",
+                 "decoupled": "decoupled: W is scaled by 1 - learning_rate * weight_decay "
+                              "before the step (Loshchilov & Hutter 2019)"}[cls.declaration.weight_decay]
+        kind, doc = _COMMON_DOC["weight_decay"]
+        entry("weight_decay", f"{kind}, default {cls.declaration.weight_decay_default}", f"{doc} Applied as {style}.")
+        entry("weight_decay_mask", *_COMMON_DOC["weight_decay_mask"])
+    for name, o in cls.declaration.options.items():
+        entry(name, "bool, default False", o.doc)
+    for name in ("max_grad_norm", "skip_nonfinite", "arena"):
+        kind, doc = _COMMON_DOC[name]
+        entry(name, kind + (", default None" if name == "max_grad_norm" else
+                            ", default False" if name == "skip_nonfinite" else ", default True"),
+              doc)
+    lines += ["", "Raises", "------",
+              "TypeError",
+              "    `parameters` is not a dict of floating-point arrays keyed by str, or a "
+              "setting has the wrong type (named).",
+              "ValueError",
+              "    A setting is out of range (named), or an array is read-only or shares "
+              "memory with another.",
+              "", "Notes", "-----",
+              "``step(grads)`` updates every parameter from ``grads['d' + key]`` in place "
+              "and returns True (False when skip_nonfinite skipped the step); bad "
+              "gradients raise an error naming the key, with nothing changed. "
+              "``state_dict()``/``load_state_dict()`` save and restore the state; settings "
+              "may be changed between steps through the attributes of the same names."]
+    return "\n".join(lines)
+
+
+# --- checks and the arena ---------------------------------------------------------------------
+
+def _max_grad_norm(value):
+    if value is None:
+        return None
+    x = check.finite(value, "max_grad_norm")
+    if not x > 0.0:
+        raise ValueError(f"max_grad_norm must be > 0 (or None), got {value!r}")
+    return x
+
+
+def _per_key(keys, value, name, validate):
+    """`value` for each key: one value for all, a dict with exactly these keys,
+    or a callable key -> value."""
+    if isinstance(value, dict):
+        for key in value:
+            if key not in keys:
+                raise KeyError(f"{name} has key {key!r}, which is not a parameter")
+        missing = [k for k in keys if k not in value]
+        if missing:
+            raise KeyError(f"{name} has no key {missing[0]!r} (needed for "
+                           f"parameters[{missing[0]!r}])")
+        return {k: validate(value[k], f"{name}[{k!r}]") for k in keys}
+    if callable(value) and not isinstance(value, (numbers.Real, np.ndarray)):
+        return {k: validate(value(k), f"{name}({k!r})") for k in keys}
+    x = validate(value, name)
+    return {k: x for k in keys}
+
+
+def _scalar(x):
+    """A 0-d array (as np.load returns scalars) as its Python value."""
+    return x.item() if isinstance(x, np.ndarray) and x.ndim == 0 else x
+
+
+def _check_parameters(parameters):
+    """The parameters as a list of (key, array), checked as the dict API checks
+    the arrays it writes."""
+    check.check_dict("parameters", parameters)
+    arrays = []
+    labelled = []
+    for key, p in parameters.items():
+        if not isinstance(key, str):
+            raise TypeError(f"parameter keys must be str, got {key!r}")
+        label = f"parameters[{key!r}]"
+        check.parameter(label, p)
+        check._writable(label, p)
+        arrays.append((key, p))
+        labelled.append((label, p, True))
+    check._overlaps(labelled)
+    return arrays
+
+
+def _order(a):
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def _aligned_zeros(dtype, count, j):
+    """A zeroed 1-D array of `count` elements starting on a cache line, at an
+    offset within its 4 KiB page that depends on j."""
+    nbytes = count * dtype.itemsize
+    raw = np.zeros(nbytes + _PAGE, dtype=np.uint8)
+    start = (j * _STAGGER - raw.ctypes.data) % _PAGE
+    return raw[start:start + nbytes].view(dtype)
+
+
+def _build(arrays, state_names, arena):
+    """Lay out one buffer per dtype for the parameters (when `arena`) and each
+    state; return (params, state, buffers) with params and state as dicts of
+    views (params: the user's own arrays when not `arena`)."""
+    by_dtype = {}
+    for key, p in arrays:
+        by_dtype.setdefault(p.dtype, []).append((key, p))
+
+    views = {}  # key -> list of views: [param (arena only), state...]
+    buffers = []
+    nbuf = len(state_names) + (1 if arena else 0)
+    for dtype, items in by_dtype.items():
+        per_line = _ALIGN // math.gcd(_ALIGN, dtype.itemsize)
+        offsets, total = [], 0
+        for _, p in items:
+            offsets.append(total)
+            total += -(-p.size // per_line) * per_line
+        flats = [_aligned_zeros(dtype, total, j) for j in range(nbuf)]
+        buffers += [f.base.base for f in flats]
+        for (key, p), off in zip(items, offsets):
+            order = _order(p)
+            views[key] = [f[off:off + p.size].reshape(p.shape, order=order) for f in flats]
+
+    params, state = {}, {name: {} for name in state_names}
+    for key, p in arrays:
+        row = views[key]
+        if arena:
+            row[0][...] = p
+            params[key] = row.pop(0)
+        else:
+            params[key] = p
+        for name, a in zip(state_names, row):
+            state[name]["d" + key] = a
+    return params, state, buffers
+
+
+def _groups(params):
+    """Key indices by dtype, in the order each dtype first appears: the compiled
+    step's groups (one C call each) and the norm's summation order."""
+    groups = {}
+    for i, p in enumerate(params.values()):
+        groups.setdefault(p.dtype, []).append(i)
+    return list(groups.values())
+
+
+def _written_spans(params, state):
+    """The byte ranges a step writes, sorted by start: (starts, ends, arrays)."""
+    spans = sorted((check.byte_bounds(a) + (a,) for d in [params, *state.values()]
+                    for a in d.values() if a.size), key=lambda s: s[0])
+    return [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
