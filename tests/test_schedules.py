@@ -149,3 +149,47 @@ def test_from_state_errors():
         S.from_state({"schedule": "Linear"})
     with pytest.raises(KeyError, match="decay_rate"):
         S.from_state({"schedule": "UpdateLR", "learning_rate0": 0.1})
+
+
+# --- the compiled step evaluates the built-in schedules itself ---------------------------
+
+COMPILED = [
+    S.UpdateLR(0.3, 0.07),
+    S.ScheduleLRDecay(0.3, 0.5, time_interval=7),
+    S.ScheduleLRDecay(0.3, 0.5, time_interval=2.5),   # no compiled form: called
+    S.ExponentialDecay(0.3, 0.93, decay_steps=3),
+    S.ExponentialDecay(0.3, 1.7, decay_steps=0.5),    # overflows: an error, as called
+    S.StepDecay(0.3, step_size=5, gamma=0.6),
+    S.CosineDecay(0.3, decay_steps=50, warmup_steps=7, eta_min=0.01),
+    S.CosineDecay(0.3, decay_steps=3, warmup_steps=3),
+]
+COMPILED_STEPS = [0, 1, 2, 3, 5, 6, 7, 8, 13, 49, 50, 51, 999, 10**6 + 3, 2**40 + 1, 2**53 - 1,
+                  2**53, 2**62 - 1]
+
+
+@pytest.mark.parametrize("schedule", COMPILED, ids=repr)
+def test_step_uses_exactly_the_schedules_value(schedule):
+    """One GD step from W = 0 with dW = -1 leaves W = the learning rate used:
+    it equals schedule(t) bitwise at every t, or the step raises as the
+    schedule does (the compiled step evaluates built-in schedules without
+    calling them)."""
+
+
+    for n in COMPILED_STEPS:
+        params = {"W": np.zeros(1)}
+        opt = fo.GD(params, learning_rate=schedule)
+        sd = opt.state_dict()
+        sd["t"] = n
+        opt.load_state_dict(sd)
+        try:
+            expected = schedule(n)
+            fastoptim_checks = (expected >= 0.0 and math.isfinite(expected))
+        except OverflowError:
+            fastoptim_checks = False
+        if not fastoptim_checks:
+            with pytest.raises((ValueError, OverflowError)):
+                opt.step({"dW": -np.ones(1)})
+            assert params["W"][0] == 0.0 and opt.t == n
+            continue
+        opt.step({"dW": -np.ones(1)})
+        assert params["W"][0] == expected, f"{schedule!r} at step {n}"

@@ -15,7 +15,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from libc.math cimport isfinite, sqrt
+from libc.math cimport M_PI, cos, isfinite, pow, sqrt
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memset
 

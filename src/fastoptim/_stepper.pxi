@@ -20,7 +20,9 @@ cdef class Stepper:
     (_fallback.Stepper is the same step for the NumPy backend)."""
     cdef public object _t             # a Python int: steps taken
     cdef public double _lr
-    cdef public object _schedule      # None, or a callable given the step count
+    cdef object schedule              # None, or a callable given the step count
+    cdef int sched_kind               # its compiled form (0: none, call it)
+    cdef double sched[4]
     cdef public object last_grad_norm
     cdef int rule                     # -1: no plan, every step through _step_numpy
     cdef fo_step args
@@ -235,6 +237,24 @@ cdef class Stepper:
         for j in range(self.nscalars):
             self.sc[j] = <double>values[j]
 
+    @property
+    def _schedule(self):
+        """None, or the learning-rate schedule: a callable given the step count."""
+        return self.schedule
+
+    @_schedule.setter
+    def _schedule(self, value):
+        cdef int j
+        self.schedule = value
+        self.sched_kind = 0
+        form = getattr(value, "compiled_form", None)
+        form = form() if form is not None else None
+        if form is not None:
+            kind, params = form
+            for j in range(len(params)):
+                self.sched[j] = <double>params[j]
+            self.sched_kind = kind
+
     # --- the step -------------------------------------------------------------------
 
     def step(self, grads):
@@ -244,8 +264,12 @@ cdef class Stepper:
         cdef object t = self._t + 1
         cdef double lr = self._lr
         cdef int done
-        if self._schedule is not None:
-            lr = self._scheduled_lr(self._t)
+        if self.schedule is not None:
+            lr = -1.0
+            if self.sched_kind and type(self._t) is int and self._t < 2**53:
+                lr = _schedule_lr(self.sched_kind, self.sched, <int64_t>self._t)
+            if not (isfinite(lr) and lr >= 0.0):
+                lr = self._scheduled_lr(self._t)  # the schedule itself, and its errors
         # Counts past 2**62 (restored by load_state_dict) go to the NumPy step,
         # which takes any Python int.
         if self.rule < 0 or t > 2**62:
@@ -364,3 +388,26 @@ cdef bint _obj_eligible(object a):
             and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_ISALIGNED(x)
             and cnp.PyArray_ISWRITEABLE(x)
             and (cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_IS_F_CONTIGUOUS(x)))
+
+
+cdef double _schedule_lr(int kind, const double *a, int64_t n) noexcept:
+    """The learning rate at step n of a fastoptim.schedules schedule, from its
+    compiled_form(): the same double operations, in the same order, as its
+    _value (bitwise equal; tests/test_schedules.py checks it)."""
+    cdef double x = <double>n
+    if kind == 1:    # UpdateLR(learning_rate0, decay_rate)
+        return 1.0 / (1.0 + a[1] * x) * a[0]
+    if kind == 2:    # ScheduleLRDecay(learning_rate0, decay_rate, integer time_interval)
+        return 1.0 / (1.0 + a[1] * <double>(n // <int64_t>a[2])) * a[0]
+    if kind == 3:    # ExponentialDecay(learning_rate0, decay_rate, decay_steps)
+        return a[0] * pow(a[1], x / a[2])
+    if kind == 4:    # StepDecay(learning_rate0, step_size, gamma)
+        return a[0] * pow(a[2], <double>(n // <int64_t>a[1]))
+    if kind == 5:    # CosineDecay(learning_rate0, decay_steps, warmup_steps, eta_min)
+        if n < <int64_t>a[2]:
+            return a[0] * x / a[2]
+        if n >= <int64_t>a[1]:
+            return a[3]
+        return a[3] + (a[0] - a[3]) * 0.5 * (
+            1.0 + cos(M_PI * (<double>(n - <int64_t>a[2]) / <double>(<int64_t>a[1] - <int64_t>a[2]))))
+    return -1.0

@@ -38,11 +38,23 @@ class Schedule:
 
     _args = ()
 
+    _kind = 0  # the compiled step's code for this schedule (0: none)
+
     def __call__(self, step):
         return self._value(check.integer(step, "step", minimum=0))
 
     def _value(self, n):
         raise NotImplementedError
+
+    def compiled_form(self):
+        """(kind, parameters): how the compiled optimizer step evaluates this
+        schedule without calling it (the same double operations as `_value`),
+        or None when it has no exact compiled form."""
+        params = self._compiled_params()
+        return None if params is None else (self._kind, tuple(float(x) for x in params))
+
+    def _compiled_params(self):
+        return None
 
     def config(self):
         """The constructor's arguments, as a dict."""
@@ -63,10 +75,14 @@ class UpdateLR(Schedule):
     """The course's `update_lr`: 1 / (1 + decay_rate * step) * learning_rate0."""
 
     _args = ("learning_rate0", "decay_rate")
+    _kind = 1
 
     def __init__(self, learning_rate0, decay_rate):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
         self.decay_rate = _rate(decay_rate, "decay_rate")
+
+    def _compiled_params(self):
+        return (self.learning_rate0, self.decay_rate)
 
     def _value(self, n):
         return 1 / (1 + self.decay_rate * n) * self.learning_rate0
@@ -77,6 +93,7 @@ class ScheduleLRDecay(Schedule):
     1 / (1 + decay_rate * floor(step / time_interval)) * learning_rate0."""
 
     _args = ("learning_rate0", "decay_rate", "time_interval")
+    _kind = 2
 
     def __init__(self, learning_rate0, decay_rate, time_interval=1000):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
@@ -86,12 +103,18 @@ class ScheduleLRDecay(Schedule):
     def _value(self, n):
         return 1 / (1 + self.decay_rate * (n // self.time_interval)) * self.learning_rate0
 
+    def _compiled_params(self):
+        if not isinstance(self.time_interval, int) or self.time_interval >= 2**53:
+            return None  # a float interval floors as Python's float // does: not compiled
+        return (self.learning_rate0, self.decay_rate, self.time_interval)
+
 
 class ExponentialDecay(Schedule):
     """learning_rate0 * decay_rate ** (step / decay_steps): the course's
     exponential decay (0.95 ** epoch_num * learning_rate0) with decay_steps=1."""
 
     _args = ("learning_rate0", "decay_rate", "decay_steps")
+    _kind = 3
 
     def __init__(self, learning_rate0, decay_rate, decay_steps=1):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
@@ -101,11 +124,17 @@ class ExponentialDecay(Schedule):
     def _value(self, n):
         return self.learning_rate0 * self.decay_rate ** (n / self.decay_steps)
 
+    def _compiled_params(self):
+        if isinstance(self.decay_steps, int) and self.decay_steps >= 2**53:
+            return None
+        return (self.learning_rate0, self.decay_rate, self.decay_steps)
+
 
 class StepDecay(Schedule):
     """learning_rate0 * gamma ** floor(step / step_size), as torch's StepLR."""
 
     _args = ("learning_rate0", "step_size", "gamma")
+    _kind = 4
 
     def __init__(self, learning_rate0, step_size, gamma=0.1):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
@@ -114,6 +143,9 @@ class StepDecay(Schedule):
 
     def _value(self, n):
         return self.learning_rate0 * self.gamma ** (n // self.step_size)
+
+    def _compiled_params(self):
+        return (self.learning_rate0, self.step_size, self.gamma) if self.step_size < 2**53 else None
 
 
 class CosineDecay(Schedule):
@@ -128,6 +160,7 @@ class CosineDecay(Schedule):
     """
 
     _args = ("learning_rate0", "decay_steps", "warmup_steps", "eta_min")
+    _kind = 5
 
     def __init__(self, learning_rate0, decay_steps, warmup_steps=0, eta_min=0.0):
         self.learning_rate0 = _rate(learning_rate0, "learning_rate0")
@@ -147,6 +180,11 @@ class CosineDecay(Schedule):
         progress = (n - self.warmup_steps) / (self.decay_steps - self.warmup_steps)
         return self.eta_min + (self.learning_rate0 - self.eta_min) * 0.5 * (
             1.0 + math.cos(math.pi * progress))
+
+    def _compiled_params(self):
+        if self.decay_steps >= 2**53:
+            return None
+        return (self.learning_rate0, self.decay_steps, self.warmup_steps, self.eta_min)
 
 
 SCHEDULES = {cls.__name__: cls for cls in
