@@ -3,7 +3,8 @@ OptimizerInfo (torch/testing/_internal/common_optimizers.py). The concern suites
 (state dicts and checkpoints, extremes, ...) parametrize over INFOS, so a new
 optimizer gets every suite by adding one entry here.
 
-Each entry says, independently of the implementation:
+Each entry says, independently of the implementation (its configurations,
+CASES, are below with the float64 reference of every rule):
 - `rich`: constructor arguments that turn every state stream and option on;
 - `settings`: every setting a state dict restores, each with two valid values
   (the saved one, then the one the restoring object is built with), and the
@@ -13,6 +14,8 @@ Each entry says, independently of the implementation:
 - `running_max`: (arguments, state name) of each state kept as a running maximum.
 """
 from dataclasses import dataclass, field
+
+import math
 
 import numpy as np
 
@@ -44,6 +47,12 @@ class OptimizerInfo:
 
     def make(self, params, **kwargs):
         return self.cls(params, **dict(self.rich, **kwargs))
+
+    @property
+    def configs(self):
+        """Its configurations (Case) in CASES: each checked against the float64
+        reference and, where torch has the optimizer, against torch."""
+        return [c for c in CASES if c.cls == self.name]
 
     def all_bad_scalars(self):
         return dict(COMMON_BAD, **self.bad_scalars)
@@ -161,3 +170,384 @@ def assert_same(actual, expected, what=""):
             i = int(np.flatnonzero((ua != ub).any(axis=1))[0])
             raise AssertionError(f"{what} {k}: element {i} differs: "
                                  f"{np.ravel(a, 'K')[i]!r} vs {np.ravel(b, 'K')[i]!r}")
+
+
+# --- configurations and the float64 reference ------------------------------------------
+# The papers' and torch.optim's documented rules, in textbook order (not from
+# fastoptim's kernels or fallback): bias-corrected moments as such, no prepared
+# scalars.
+
+STEPS = 12
+WD_PER_KEY = {"W1": 0.1, "b1": 0.0, "W2": 0.05, "b2": 0.0}
+
+
+def no_bias_decay(key):
+    return key.startswith("W")
+
+
+def problem(dtype, seed, steps=STEPS, scale=1.0):
+    """Parameters (W2 Fortran-ordered) and a gradient dict per step."""
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
+    params["W2"] = np.asfortranarray(params["W2"])
+    grads = [{"d" + k: (scale * rng.standard_normal(s)).astype(dtype) for k, s in SHAPES.items()}
+             for _ in range(steps)]
+    return params, grads
+
+
+class Case:
+    """One optimizer configuration: our class and kwargs; torch's class and
+    kwargs (None: torch has no such optimizer); the reference's rule and
+    hyperparameters; the state names shared with torch."""
+
+    def __init__(self, id, cls, kwargs, torch_cls, torch_kwargs, rule, hyper, states=(),
+                 clip=None):
+        self.id = id
+        self.cls = cls
+        self.kwargs = dict(kwargs)
+        self.torch_cls = torch_cls
+        self.torch_kwargs = torch_kwargs
+        self.rule = rule
+        self.hyper = hyper
+        self.states = states  # (ours, torch's)
+        self.clip = clip
+        if clip is not None:
+            self.kwargs["max_grad_norm"] = clip
+
+    def __repr__(self):
+        return self.id
+
+    def weight_decays(self):
+        """Per-key weight decay as our object resolves it."""
+        wd = self.kwargs.get("weight_decay", self.hyper.get("weight_decay", 0.0))
+        mask = self.kwargs.get("weight_decay_mask")
+        out = {}
+        for k in SHAPES:
+            x = wd[k] if isinstance(wd, dict) else (wd(k) if callable(wd) else wd)
+            if mask is not None and not mask(k):
+                x = 0.0
+            out[k] = x
+        return out
+
+    def make(self, params):
+        return getattr(fo, self.cls)(params, **self.kwargs)
+
+
+ADAM_S = (("v", "exp_avg"), ("s", "exp_avg_sq"))
+
+
+def _cases():
+    c = []
+    adam_h = dict(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+
+    def adam(id, lr=0.01, wd=0.0, amsgrad=False, maximize=False, mask=None, clip=None,
+             cls="Adam", decoupled=False):
+        kw = dict(learning_rate=lr, amsgrad=amsgrad, maximize=maximize)
+        if wd != 0.0 or cls == "AdamW":
+            kw["weight_decay"] = wd
+        if mask is not None:
+            kw["weight_decay_mask"] = mask
+        tk = dict(lr=lr, amsgrad=amsgrad, maximize=maximize)
+        h = dict(adam_h, lr=lr, weight_decay=wd, amsgrad=amsgrad, maximize=maximize,
+                 decoupled=decoupled)
+        states = ADAM_S + ((("max_s", "max_exp_avg_sq"),) if amsgrad else ())
+        c.append(Case(id, cls, kw, cls, tk, "adam", h, states, clip))
+
+    adam("Adam")
+    adam("Adam-wd", wd=0.1)
+    adam("Adam-amsgrad", amsgrad=True)
+    adam("Adam-maximize", maximize=True)
+    adam("Adam-wd-amsgrad-maximize", wd=0.05, amsgrad=True, maximize=True)
+    adam("Adam-wd-per-key", wd=WD_PER_KEY)
+    adam("Adam-wd-mask", wd=0.1, mask=no_bias_decay)
+    adam("Adam-clip", clip=0.5)
+    adam("AdamW", wd=0.01, cls="AdamW", decoupled=True)
+    adam("AdamW-wd0.2-amsgrad", wd=0.2, amsgrad=True, cls="AdamW", decoupled=True)
+    adam("AdamW-maximize", wd=0.1, maximize=True, cls="AdamW", decoupled=True)
+    adam("AdamW-per-key", wd=WD_PER_KEY, cls="AdamW", decoupled=True)
+    adam("AdamW-mask-clip", wd=0.1, mask=no_bias_decay, clip=0.5, cls="AdamW", decoupled=True)
+
+    def sgd(id, lr=0.05, momentum=0.0, dampening=0.0, nesterov=False, wd=0.0, maximize=False,
+            clip=None, mask=None):
+        kw = dict(learning_rate=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                  weight_decay=wd, maximize=maximize)
+        if mask is not None:
+            kw["weight_decay_mask"] = mask
+        tk = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                  maximize=maximize)
+        h = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+                 weight_decay=wd, maximize=maximize)
+        states = (("momentum_buffer", "momentum_buffer"),) if momentum else ()
+        c.append(Case(id, "SGD", kw, "SGD", tk, "sgd", h, states, clip))
+
+    sgd("SGD")
+    sgd("SGD-momentum", momentum=0.9)
+    sgd("SGD-momentum-dampening", momentum=0.9, dampening=0.3)
+    sgd("SGD-nesterov", momentum=0.9, nesterov=True)
+    sgd("SGD-wd", wd=0.1)
+    sgd("SGD-maximize-momentum", momentum=0.8, maximize=True)
+    sgd("SGD-all", momentum=0.9, nesterov=True, wd=0.05, maximize=True)
+    sgd("SGD-per-key", momentum=0.9, wd=WD_PER_KEY)
+    sgd("SGD-mask-clip", momentum=0.9, wd=0.1, mask=no_bias_decay, clip=0.5)
+
+    for nesterov in (False, True):
+        beta = 0.9
+        c.append(Case(f"Momentum-nesterov={nesterov}", "Momentum",
+                      dict(learning_rate=0.05, beta=beta, nesterov=nesterov),
+                      "SGD", dict(lr=0.05 * (1 - beta), momentum=beta, nesterov=nesterov),
+                      "momentum", dict(lr=0.05, beta=beta, nesterov=nesterov)))
+    c.append(Case("Momentum-clip", "Momentum", dict(learning_rate=0.05, beta=0.9), "SGD",
+                  dict(lr=0.05 * 0.1, momentum=0.9), "momentum",
+                  dict(lr=0.05, beta=0.9, nesterov=False), clip=0.5))
+    c.append(Case("GD", "GD", dict(learning_rate=0.05), "SGD", dict(lr=0.05), "sgd",
+                  dict(lr=0.05)))
+    c.append(Case("GD-clip", "GD", dict(learning_rate=0.05), "SGD", dict(lr=0.05), "sgd",
+                  dict(lr=0.05), clip=0.5))
+
+    def rms(id, lr=0.01, alpha=0.99, eps=1e-8, wd=0.0, momentum=0.0, centered=False,
+            maximize=False, clip=None):
+        kw = dict(learning_rate=lr, alpha=alpha, epsilon=eps, weight_decay=wd,
+                  momentum=momentum, centered=centered, maximize=maximize)
+        tk = dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum, centered=centered,
+                  maximize=maximize)
+        h = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=wd, momentum=momentum,
+                 centered=centered, maximize=maximize)
+        states = (("square_avg", "square_avg"),)
+        states += (("grad_avg", "grad_avg"),) if centered else ()
+        states += (("momentum_buffer", "momentum_buffer"),) if momentum else ()
+        c.append(Case(id, "RMSprop", kw, "RMSprop", tk, "rmsprop", h, states, clip))
+
+    rms("RMSprop")
+    rms("RMSprop-centered", centered=True)
+    rms("RMSprop-momentum", momentum=0.9)
+    rms("RMSprop-all", alpha=0.9, eps=1e-6, wd=0.05, momentum=0.5, centered=True,
+        maximize=True)
+    rms("RMSprop-per-key", wd=WD_PER_KEY)
+    rms("RMSprop-clip", momentum=0.9, clip=0.5)
+
+    def adagrad(id, lr=0.05, lr_decay=0.0, wd=0.0, init=0.0, eps=1e-10, maximize=False,
+                clip=None):
+        kw = dict(learning_rate=lr, lr_decay=lr_decay, weight_decay=wd,
+                  initial_accumulator_value=init, epsilon=eps, maximize=maximize)
+        tk = dict(lr=lr, lr_decay=lr_decay, initial_accumulator_value=init, eps=eps,
+                  maximize=maximize)
+        h = dict(lr=lr, lr_decay=lr_decay, weight_decay=wd, init=init, eps=eps,
+                 maximize=maximize)
+        c.append(Case(id, "Adagrad", kw, "Adagrad", tk, "adagrad", h, (("sum", "sum"),), clip))
+
+    adagrad("Adagrad")
+    adagrad("Adagrad-lr_decay", lr_decay=0.1)
+    adagrad("Adagrad-wd-init-eps", wd=0.1, init=0.5, eps=1e-6)
+    adagrad("Adagrad-maximize-per-key", wd=WD_PER_KEY, maximize=True)
+    adagrad("Adagrad-clip", clip=0.5)
+
+    def adamax(id, lr=0.02, beta2=0.999, wd=0.0, maximize=False, clip=None, eps=1e-8):
+        kw = dict(learning_rate=lr, beta2=beta2, weight_decay=wd, maximize=maximize,
+                  epsilon=eps)
+        tk = dict(lr=lr, betas=(0.9, beta2), maximize=maximize, eps=eps)
+        h = dict(lr=lr, beta1=0.9, beta2=beta2, eps=eps, weight_decay=wd, maximize=maximize)
+        c.append(Case(id, "Adamax", kw, "Adamax", tk, "adamax", h,
+                      (("v", "exp_avg"), ("exp_inf", "exp_inf")), clip))
+
+    adamax("Adamax")
+    adamax("Adamax-wd-maximize", beta2=0.9, wd=0.1, maximize=True, eps=1e-3)
+    adamax("Adamax-per-key-clip", wd=WD_PER_KEY, clip=0.5)
+
+    def nadam(id, lr=0.01, wd=0.0, decoupled=False, md=0.004, maximize=False, clip=None):
+        kw = dict(learning_rate=lr, weight_decay=wd, decoupled_weight_decay=decoupled,
+                  momentum_decay=md, maximize=maximize)
+        tk = dict(lr=lr, decoupled_weight_decay=decoupled, momentum_decay=md,
+                  maximize=maximize)
+        h = dict(lr=lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd,
+                 decoupled=decoupled, momentum_decay=md, maximize=maximize)
+        c.append(Case(id, "NAdam", kw, "NAdam", tk, "nadam", h, ADAM_S, clip))
+
+    nadam("NAdam")
+    nadam("NAdam-wd", wd=0.1)
+    nadam("NAdam-decoupled", wd=0.1, decoupled=True)
+    nadam("NAdam-md-maximize", md=0.05, maximize=True)
+    nadam("NAdam-per-key-clip", wd=WD_PER_KEY, clip=0.5)
+
+    def radam(id, lr=0.01, beta2=0.999, wd=0.0, decoupled=False, maximize=False, clip=None):
+        kw = dict(learning_rate=lr, beta2=beta2, weight_decay=wd,
+                  decoupled_weight_decay=decoupled, maximize=maximize)
+        tk = dict(lr=lr, betas=(0.9, beta2), decoupled_weight_decay=decoupled,
+                  maximize=maximize)
+        h = dict(lr=lr, beta1=0.9, beta2=beta2, eps=1e-8, weight_decay=wd,
+                 decoupled=decoupled, maximize=maximize)
+        c.append(Case(id, "RAdam", kw, "RAdam", tk, "radam", h, ADAM_S, clip))
+
+    radam("RAdam")
+    radam("RAdam-beta2=0.9", beta2=0.9)
+    radam("RAdam-wd", wd=0.1)
+    radam("RAdam-decoupled-maximize", wd=0.1, decoupled=True, maximize=True)
+    radam("RAdam-per-key-clip", wd=WD_PER_KEY, clip=0.5)
+
+    def lion(id, lr=0.01, beta1=0.9, beta2=0.99, wd=0.0, mask=None, maximize=False,
+             clip=None):
+        kw = dict(learning_rate=lr, beta1=beta1, beta2=beta2, weight_decay=wd,
+                  maximize=maximize)
+        if mask is not None:
+            kw["weight_decay_mask"] = mask
+        h = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, maximize=maximize)
+        c.append(Case(id, "Lion", kw, None, None, "lion", h, (), clip))
+
+    lion("Lion")
+    lion("Lion-wd", wd=0.5)
+    lion("Lion-betas-maximize", beta1=0.5, beta2=0.9, maximize=True)
+    lion("Lion-mask-clip", wd=0.5, mask=no_bias_decay, clip=0.5)
+    lion("Lion-per-key", wd={"W1": 0.5, "b1": 0.0, "W2": 1.0, "b2": 0.1})
+    return c
+
+
+CASES = _cases()
+TORCH_CASES = [c for c in CASES if c.torch_cls is not None]
+
+
+# --- the float64 reference ----------------------------------------------------------
+
+class Reference:
+    """One optimizer's rule in float64, per key, from the published algorithm."""
+
+    def __init__(self, case, params):
+        self.rule = case.rule
+        self.h = case.hyper
+        self.wd = case.weight_decays()
+        self.clip = case.clip
+        self.p = {k: np.array(a, dtype=np.float64) for k, a in params.items()}
+        self.state = {k: {} for k in params}
+        self.t = 0
+        self.mu_product = 1.0
+        if self.rule == "adagrad":
+            for k, a in self.p.items():
+                self.state[k]["sum"] = np.full_like(a, self.h["init"])
+
+    def step(self, grads):
+        self.t += 1
+        g = {k: np.array(grads["d" + k], dtype=np.float64) for k in self.p}
+        if self.clip is not None:
+            total = math.sqrt(sum(float(np.sum(x * x)) for x in g.values()))
+            coef = self.clip / (total + 1e-6)
+            if coef < 1.0:
+                g = {k: x * coef for k, x in g.items()}
+        for k in self.p:
+            getattr(self, self.rule)(k, g[k], self.state[k])
+        if self.rule == "nadam":
+            self.mu_product *= self._mu(self.t)
+
+    def _grad(self, k, g, decoupled=False):
+        h = self.h
+        if h.get("maximize"):
+            g = -g
+        if self.wd[k] and not decoupled:
+            g = g + self.wd[k] * self.p[k]
+        return g
+
+    def sgd(self, k, g, st):
+        h = self.h
+        g = self._grad(k, g)
+        mom = h.get("momentum", 0.0)
+        if mom:
+            if "b" not in st:
+                st["b"] = g.copy()
+            else:
+                st["b"] = mom * st["b"] + (1 - h["dampening"]) * g
+            g = g + mom * st["b"] if h["nesterov"] else st["b"]
+        self.p[k] = self.p[k] - h["lr"] * g
+
+    def momentum(self, k, g, st):
+        # the course's exponential average; Nesterov looks ahead in the same form
+        h = self.h
+        v = h["beta"] * st.get("v", 0.0) + (1 - h["beta"]) * g
+        st["v"] = v
+        u = h["beta"] * v + (1 - h["beta"]) * g if h["nesterov"] else v
+        self.p[k] = self.p[k] - h["lr"] * u
+
+    def adam(self, k, g, st):
+        h, t = self.h, self.t
+        g = self._grad(k, g, h["decoupled"])
+        if h["decoupled"] and self.wd[k]:
+            self.p[k] = self.p[k] * (1 - h["lr"] * self.wd[k])
+        m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+        v = st["v"] = h["beta2"] * st.get("v", 0.0) + (1 - h["beta2"]) * g**2
+        if h["amsgrad"]:
+            v = st["vmax"] = np.maximum(st.get("vmax", 0.0), v)
+        m_hat = m / (1 - h["beta1"] ** t)
+        v_hat = v / (1 - h["beta2"] ** t)
+        self.p[k] = self.p[k] - h["lr"] * m_hat / (np.sqrt(v_hat) + h["eps"])
+
+    def rmsprop(self, k, g, st):
+        h = self.h
+        g = self._grad(k, g)
+        a = h["alpha"]
+        sq = st["sq"] = a * st.get("sq", 0.0) + (1 - a) * g**2
+        if h["centered"]:
+            ga = st["ga"] = a * st.get("ga", 0.0) + (1 - a) * g
+            avg = np.sqrt(sq - ga**2) + h["eps"]
+        else:
+            avg = np.sqrt(sq) + h["eps"]
+        if h["momentum"]:
+            st["b"] = h["momentum"] * st.get("b", 0.0) + g / avg
+            self.p[k] = self.p[k] - h["lr"] * st["b"]
+        else:
+            self.p[k] = self.p[k] - h["lr"] * g / avg
+
+    def adagrad(self, k, g, st):
+        h = self.h
+        g = self._grad(k, g)
+        clr = h["lr"] / (1 + (self.t - 1) * h["lr_decay"])
+        st["sum"] = st["sum"] + g**2
+        self.p[k] = self.p[k] - clr * g / (np.sqrt(st["sum"]) + h["eps"])
+
+    def adamax(self, k, g, st):
+        h = self.h
+        g = self._grad(k, g)
+        m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+        u = st["u"] = np.maximum(h["beta2"] * st.get("u", 0.0), np.abs(g) + h["eps"])
+        self.p[k] = self.p[k] - h["lr"] / (1 - h["beta1"] ** self.t) * m / u
+
+    def _mu(self, t):
+        return self.h["beta1"] * (1 - 0.5 * 0.96 ** (t * self.h["momentum_decay"]))
+
+    def nadam(self, k, g, st):
+        h, t = self.h, self.t
+        g = self._grad(k, g, h["decoupled"])
+        if h["decoupled"] and self.wd[k]:
+            self.p[k] = self.p[k] * (1 - h["lr"] * self.wd[k])
+        mu, mu_next = self._mu(t), self._mu(t + 1)
+        prod = self.mu_product * mu  # mu_1 ... mu_t
+        m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+        v = st["v"] = h["beta2"] * st.get("v", 0.0) + (1 - h["beta2"]) * g**2
+        denom = np.sqrt(v / (1 - h["beta2"] ** t)) + h["eps"]
+        self.p[k] = (self.p[k] - h["lr"] * (1 - mu) / (1 - prod) * g / denom
+                     - h["lr"] * mu_next / (1 - prod * mu_next) * m / denom)
+
+    def radam(self, k, g, st):
+        h, t = self.h, self.t
+        g = self._grad(k, g, h["decoupled"])
+        if h["decoupled"] and self.wd[k]:
+            self.p[k] = self.p[k] * (1 - h["lr"] * self.wd[k])
+        b2 = h["beta2"]
+        m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+        v = st["v"] = b2 * st.get("v", 0.0) + (1 - b2) * g**2
+        m_hat = m / (1 - h["beta1"] ** t)
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        if rho_t > 5:
+            r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                          / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+            adaptive = math.sqrt(1 - b2**t) / (np.sqrt(v) + h["eps"])
+            self.p[k] = self.p[k] - h["lr"] * m_hat * r * adaptive
+        else:
+            self.p[k] = self.p[k] - h["lr"] * m_hat
+
+    def lion(self, k, g, st):
+        # Chen et al. 2023, Algorithm 2 (Lion):
+        #   c = b1*m + (1-b1)*g;  theta -= lr*(sign(c) + lambda*theta);  m = b2*m + (1-b2)*g
+        h = self.h
+        if h["maximize"]:
+            g = -g
+        m = st.get("m", np.zeros_like(g))
+        c = h["beta1"] * m + (1 - h["beta1"]) * g
+        self.p[k] = self.p[k] - h["lr"] * (np.sign(c) + self.wd[k] * self.p[k])
+        st["m"] = h["beta2"] * m + (1 - h["beta2"]) * g

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastoptim
-from _helpers import (IMPLS, UPDATES, assert_same_bits, assert_unchanged, clone, problem,
+from _helpers import (ADAM, IMPLS, UPDATES, assert_same_bits, assert_unchanged, clone, problem,
                       snapshot)
 
 ids = lambda u: u.name  # noqa: E731
@@ -144,34 +144,39 @@ def test_floating_point_traps_do_not_interrupt_an_update(update, impl):
         assert_same_bits(params[k], twin[0][k], k)
 
 
-# --- optimizer objects -------------------------------------------------------------------
+# --- optimizer objects (every optimizer of the test database) --------------------------
 
-OPTIMIZERS = {"gd": lambda p, **kw: fastoptim.GD(p, 0.05, **kw),
-              "momentum": lambda p, **kw: fastoptim.Momentum(p, 0.05, beta=0.8, **kw),
-              "adam": lambda p, **kw: fastoptim.Adam(p, 0.01, **kw)}
+import optimizer_db as db  # noqa: E402
+
+
+def _object_problem(dtypes):
+    params, grads, _ = dict_call(ADAM)
+    if dtypes == "mixed":  # one C call per dtype: the float64 group must not run first
+        params[LAST] = params[LAST].astype(np.float64)
+        grads["d" + LAST] = grads["d" + LAST].astype(np.float64)
+    return params, grads
 
 
 def optimizer_snapshot(opt):
-    return (opt.t, snapshot(opt.parameters, *opt.state.values()))
+    return (opt.t, opt.state_dict(), snapshot(opt.parameters, *opt.state.values()))
 
 
 def assert_optimizer_unchanged(opt, saved):
-    t, shot = saved
+    t, sd, shot = saved
     assert opt.t == t, "the step counter moved"
     assert_unchanged(shot, opt.parameters, *opt.state.values())
+    now = opt.state_dict()
+    assert {k: v for k, v in now.items() if not isinstance(v, np.ndarray)} == \
+        {k: v for k, v in sd.items() if not isinstance(v, np.ndarray)}
 
 
 @pytest.mark.parametrize("arena", [True, False])
 @pytest.mark.parametrize("dtypes", ["f32", "mixed"])
-@pytest.mark.parametrize("algo", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
 @pytest.mark.parametrize("case", sorted(GRAD_ERRORS))
-def test_optimizer_bad_last_gradient_writes_nothing(case, algo, dtypes, arena):
-    update = {u.name: u for u in UPDATES}[algo]
-    params, grads, _ = dict_call(update)
-    if dtypes == "mixed":  # one C call per dtype: the float64 group must not run first
-        params[LAST] = params[LAST].astype(np.float64)
-        grads["d" + LAST] = grads["d" + LAST].astype(np.float64)
-    opt = OPTIMIZERS[algo](params, arena=arena)
+def test_optimizer_bad_last_gradient_writes_nothing(case, info, dtypes, arena):
+    params, grads = _object_problem(dtypes)
+    opt = info.make(params, arena=arena, max_grad_norm=10.0)
     opt.step(grads)  # state is non-zero from here on
     bad, exc = GRAD_ERRORS[case]
     good = dict(grads)
@@ -182,7 +187,7 @@ def test_optimizer_bad_last_gradient_writes_nothing(case, algo, dtypes, arena):
     assert_optimizer_unchanged(opt, saved)
 
     twin_params = {k: a.copy() for k, a in opt.parameters.items()}
-    twin = OPTIMIZERS[algo](twin_params, arena=arena)
+    twin = info.make(twin_params, arena=arena, max_grad_norm=10.0)
     twin.load_state_dict(opt.state_dict())
     opt.step(good)
     twin.step(good)
@@ -191,11 +196,10 @@ def test_optimizer_bad_last_gradient_writes_nothing(case, algo, dtypes, arena):
         assert_same_bits(a, twin.parameters[k], k)
 
 
-@pytest.mark.parametrize("algo", sorted(OPTIMIZERS))
-def test_optimizer_bad_scheduled_learning_rate_writes_nothing(algo):
-    update = {u.name: u for u in UPDATES}[algo]
-    params, grads, _ = dict_call(update)
-    opt = OPTIMIZERS[algo](params)
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_optimizer_bad_scheduled_learning_rate_writes_nothing(info):
+    params, grads = _object_problem("f32")
+    opt = info.make(params)
     opt.learning_rate = lambda t: 0.01 if t < 1 else float("nan")
     opt.step(grads)
     saved = optimizer_snapshot(opt)
@@ -204,13 +208,32 @@ def test_optimizer_bad_scheduled_learning_rate_writes_nothing(algo):
     assert_optimizer_unchanged(opt, saved)
 
 
-@pytest.mark.parametrize("algo", sorted(OPTIMIZERS))
-def test_optimizer_grads_not_a_dict_writes_nothing(algo):
-    update = {u.name: u for u in UPDATES}[algo]
-    params, grads, _ = dict_call(update)
-    opt = OPTIMIZERS[algo](params)
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_optimizer_grads_not_a_dict_writes_nothing(info):
+    params, grads = _object_problem("f32")
+    opt = info.make(params)
     saved = optimizer_snapshot(opt)
     for bad in (list(grads.values()), None, 3.0):
         with pytest.raises(TypeError):
             opt.step(bad)
         assert_optimizer_unchanged(opt, saved)
+
+
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_optimizer_bad_setting_changes_nothing(info):
+    """A bad value assigned to any setting raises and keeps the old value."""
+    params, grads = _object_problem("f32")
+    opt = info.make(params)
+    opt.step(grads)
+    saved = optimizer_snapshot(opt)
+    for key, values in info.all_bad_scalars().items():
+        if key in ("t", "optimizer", "mu_product") or not hasattr(type(opt), key):
+            continue
+        for value in values:
+            try:
+                setattr(opt, key, value)
+            except (TypeError, ValueError, AttributeError):
+                pass
+            else:
+                raise AssertionError(f"{info.name}.{key} = {value!r} was accepted")
+            assert_optimizer_unchanged(opt, saved)

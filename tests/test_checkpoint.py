@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
+import optimizer_db as db
 from fastoptim import checkpoint, schedules
 
 SHAPES = {"W1": (5, 2), "b1": (5, 1), "W2": (2, 5), "b2": (2, 1), "W3": (1, 2), "b3": (1, 1)}
-CLASSES = [fo.GD, fo.Momentum, fo.Adam]
+CLASSES = [info.cls for info in db.INFOS]
+RICH = {info.cls: info.rich for info in db.INFOS}
 
 
 def init(dtype=np.float64, seed=3, shapes=SHAPES):
@@ -48,20 +50,21 @@ def test_resume_is_bitwise(cls, dtype, arena, tmp_path):
     grads = grad_seq(dtype, 20)
     lr = schedules.CosineDecay(0.05, decay_steps=20, warmup_steps=3)
 
+    rich = RICH[cls]
     straight_params = init(dtype)
-    straight = cls(straight_params, learning_rate=lr, arena=arena)
+    straight = cls(straight_params, **dict(rich, learning_rate=lr, arena=arena))
     for g in grads:
         straight.step(g)
 
     params = init(dtype)
-    opt = cls(params, learning_rate=lr, arena=arena)
+    opt = cls(params, **dict(rich, learning_rate=lr, arena=arena))
     for g in grads[:10]:
         opt.step(g)
     path = tmp_path / "run.npz"
     fo.save_checkpoint(path, params, opt)
 
     fresh_params = init(dtype, seed=99)
-    fresh = cls(fresh_params, learning_rate=0.9, arena=arena)
+    fresh = cls(fresh_params, **dict(rich, learning_rate=0.9, arena=arena))
     arrays = dict(fresh_params)
     fo.load_checkpoint(path, fresh_params, fresh)
     assert all(fresh_params[k] is arrays[k] for k in arrays)  # loaded in place

@@ -257,9 +257,37 @@ def test_family_at_extreme_step_counts(name):
     np.testing.assert_allclose(results[2**62 + 1], results[2**62], rtol=1e-12)
 
 
-# --- NaN through a running maximum (test database: every state kept as a max) ---------
+# --- every optimizer of the test database ----------------------------------------------
 
 import optimizer_db as db  # noqa: E402
+
+CONFIGS = [c for info in db.INFOS for c in info.configs[:2]]
+
+
+@pytest.mark.parametrize("t0", [2**31 - 1, 2**62 - 1, 2**63 + 7])
+@pytest.mark.parametrize("case", CONFIGS, ids=repr)
+def test_every_optimizer_steps_across_extreme_counts(case, t0):
+    """An object whose counter crosses 2**31, int64's edge (the compiled step
+    hands over to the NumPy step above 2**62) and beyond, against the float64
+    reference of its rule at the same step counts."""
+    params, grads = db.problem(np.float64, seed=3, steps=2)
+    opt = case.make(params)
+    ref = db.Reference(case, params)
+    sd = opt.state_dict()
+    sd["t"] = t0
+    opt.load_state_dict(sd)
+    ref.t = t0
+    for g in grads:
+        opt.step(g)
+        ref.step(g)
+        for k in params:
+            assert np.isfinite(params[k]).all(), f"t={opt.t}"
+            np.testing.assert_allclose(params[k], ref.p[k], rtol=1e-11, atol=1e-13,
+                                       err_msg=f"{case.id} {k} at t={opt.t}")
+    assert opt.t == t0 + 2
+
+
+# --- NaN through a running maximum (test database: every state kept as a max) ---------
 
 RUNNING_MAX = [(info, kwargs, name) for info in db.INFOS for kwargs, name in info.running_max]
 RM_IDS = [f"{info.name}-{name}" for info, _, name in RUNNING_MAX]

@@ -9,6 +9,7 @@ not grow by more than 4 bytes per step, and the resident set size, which also
 sees C allocations, by more than 128 bytes per step. Every path is covered:
 the C fast path with and without the GIL and in parallel, the fallback,
 aliased gradients, errors, and the optimizer objects."""
+import functools
 import gc
 import sys
 import tracemalloc
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 import fastoptim
+import optimizer_db as db
 from _helpers import ADAM, GD, MOMENTUM
 
 STEPS = 10_000
@@ -98,16 +100,18 @@ def dict_api(update, shapes, layout="C", alias=False, error=False):
     return step, _watched(params, grads, *states) + list(hyper.values()) + [args]
 
 
-def optimizer(algo, shapes, arena=True, error=False, dtypes=(np.float32,)):
-    update = {"gd": GD, "momentum": MOMENTUM, "adam": ADAM}[algo]
-    params, grads, _ = _problem(update, shapes)
+def optimizer(name, shapes, arena=True, error=False, dtypes=(np.float32,), strided=False,
+              **kwargs):
+    """Steps of the test database's optimizer `name` (its rich configuration)."""
+    params, grads, _ = _problem(GD, shapes)
     for i, k in enumerate(params):
         dt = dtypes[i % len(dtypes)]
         params[k], grads["d" + k] = params[k].astype(dt), grads["d" + k].astype(dt)
     if error:
         grads.pop("dW1")
-    opt = {"gd": fastoptim.GD, "momentum": fastoptim.Momentum,
-           "adam": fastoptim.Adam}[algo](params, 1e-9, arena=arena)
+    if strided:  # every step through the NumPy path
+        grads = {k: np.repeat(g.reshape(-1), 2)[::2].reshape(g.shape) for k, g in grads.items()}
+    opt = db.BY_NAME[name].make(params, learning_rate=1e-9, arena=arena, **kwargs)
 
     def step():
         try:
@@ -133,16 +137,28 @@ SCENARIOS = {
     "momentum fallback (aliased gradient)": lambda: dict_api(MOMENTUM, SMALL, alias=True),
     "adam error (int gradient)": lambda: dict_api(ADAM, SMALL, error=True),
     "gd error (int gradient)": lambda: dict_api(GD, NOGIL + SMALL, error=True),
-    "Adam object, arena": lambda: optimizer("adam", SMALL),
+    "Adam object, arena": lambda: optimizer("Adam", SMALL),
     "Adam object, two dtypes, no arena": lambda: optimizer(
-        "adam", SMALL + NOGIL, arena=False, dtypes=(np.float32, np.float64)),
-    "Momentum object, parallel": lambda: optimizer("momentum", PARALLEL),
-    "GD object, missing gradient": lambda: optimizer("gd", SMALL, error=True),
+        "Adam", SMALL + NOGIL, arena=False, dtypes=(np.float32, np.float64)),
+    "Momentum object, parallel": lambda: optimizer("Momentum", PARALLEL),
+    "GD object, missing gradient": lambda: optimizer("GD", SMALL, error=True),
 }
+# Every optimizer of the test database: its rich configuration with clipping and
+# the non-finite skip, two dtypes, without the GIL. The NumPy step is one code
+# path with a twin per rule: three rules cover scalar state and up to three states.
+NUMPY_STEP = ("Adam", "NAdam", "RMSprop")
+for _info in db.INFOS:
+    SCENARIOS[f"{_info.name} object, clipped, two dtypes"] = functools.partial(
+        optimizer, _info.name, SMALL + NOGIL, dtypes=(np.float32, np.float64),
+        max_grad_norm=1.0, skip_nonfinite=True)
+for _name in NUMPY_STEP:
+    SCENARIOS[f"{_name} object, NumPy step"] = functools.partial(
+        optimizer, _name, SMALL, strided=True, max_grad_norm=1.0)
 # With the NumPy backend every dict-API scenario runs the same fallback code, and
 # the objects have no C plan: these few cover it (the C pass runs the fallback too).
 NUMPY_BACKEND = {"adam fast path", "momentum fallback (aliased gradient)",
                  "adam error (int gradient)", "Adam object, arena", "GD object, missing gradient"}
+NUMPY_BACKEND |= {f"{name} object, NumPy step" for name in NUMPY_STEP}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)

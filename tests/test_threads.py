@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import fastoptim
+import optimizer_db as db
 from _helpers import UPDATES, _core, assert_same_bits, clone
 
 ids = lambda u: u.name  # noqa: E731
@@ -150,21 +151,33 @@ def test_openmp_thread_counts_are_bitwise_identical(update, dtype, threads):
                     assert_same_bits(s[k], s1[k], f"{n} threads, {sizes}: state {k}")
 
 
-def test_optimizer_object_thread_counts_are_bitwise_identical(threads):
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_optimizer_object_thread_counts_are_bitwise_identical(info, threads):
+    """Every optimizer of the test database, clipped, two dtypes: 1, 2 and 3
+    threads give the same bits (parameters, state, the norm)."""
     _need_openmp()
     rng = np.random.default_rng(5)
-    sizes = [(333, 333), (5,), (70_001,)]
-    params0 = {f"W{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(sizes)}
-    grads = {f"dW{i}": rng.standard_normal(s).astype(np.float32) for i, s in enumerate(sizes)}
+    sizes = [(333, 333), (5,), (70_001,), (40_000,)]
+    dtypes = [np.float32, np.float32, np.float32, np.float64]
+    params0 = {f"W{i}": rng.standard_normal(s).astype(d)
+               for i, (s, d) in enumerate(zip(sizes, dtypes))}
+    grads = {f"dW{i}": rng.standard_normal(s).astype(d)
+             for i, (s, d) in enumerate(zip(sizes, dtypes))}
     out = {}
-    for n in (1, 2):
+    for n in (1, 2, 3):
         threads(n)
-        opt = fastoptim.Adam(clone(params0), 0.01)
+        params = clone(params0)
+        opt = info.make(params, learning_rate=0.01, max_grad_norm=50.0)
         for _ in range(3):
             opt.step(grads)
-        out[n] = opt.parameters
-    for k in out[1]:
-        assert_same_bits(out[2][k], out[1][k], k)
+        out[n] = (opt.parameters, opt.state, opt.last_grad_norm)
+    for n in (2, 3):
+        assert out[n][2] == out[1][2], f"{n} threads: the norm"
+        for k in out[1][0]:
+            assert_same_bits(out[n][0][k], out[1][0][k], f"{n} threads: {k}")
+        for name in out[1][1]:
+            for k in out[1][1][name]:
+                assert_same_bits(out[n][1][name][k], out[1][1][name][k], f"{n} threads: {name} {k}")
 
 
 # --- memory safety under races -------------------------------------------------------------

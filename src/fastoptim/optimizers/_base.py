@@ -306,10 +306,7 @@ class Optimizer(_backend.Stepper):
         reach the dict."""
         owners = {}
         for key, p in arrays:
-            base = p
-            while isinstance(base, np.ndarray) and base.base is not None:
-                base = base.base
-            owner = _ARENAS.get(id(base))
+            owner = _ARENAS.get(id(_root(p)))
             if owner is not None and owner is not self:
                 owners.setdefault(id(owner), (owner, key))
         for owner, key in owners.values():
@@ -790,6 +787,13 @@ def _check_parameters(parameters):
     return arrays
 
 
+def _root(a):
+    """The array that owns the memory `a` views."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
+
+
 def _order(a):
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
@@ -821,7 +825,7 @@ def _build(arrays, state_names, arena):
             offsets.append(total)
             total += -(-p.size // per_line) * per_line
         flats = [_aligned_zeros(dtype, total, j) for j in range(nbuf)]
-        buffers += [f.base.base for f in flats]
+        buffers += [_root(f) for f in flats]
         for (key, p), off in zip(items, offsets):
             order = _order(p)
             views[key] = [f[off:off + p.size].reshape(p.shape, order=order) for f in flats]

@@ -3,6 +3,7 @@ clipping), per-key weight decay, checkpoints and exact resume, errors, and the
 course classes' options reducing exactly to the plain updates. Runs in
 whichever backend the suite runs in."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import fastoptim
 import fastoptim as fam
 from fastoptim import optimizers as optim
 
-from familycases import CASES, SHAPES, problem
+from optimizer_db import CASES, SHAPES, problem
 
 # one configuration per class, with its state-changing options on
 RICH = {
@@ -362,3 +363,143 @@ def test_hyperparameters_change_between_steps():
 
 def test_cases_cover_every_class():
     assert {c.cls for c in CASES} == set(fam.optimizers.__all__) - {"Optimizer"}
+
+
+# --- the design: one declaration per optimizer ---------------------------------------------
+
+import copy as _copy  # noqa: E402
+import pickle  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import optimizer_db as db  # noqa: E402
+from fastoptim import _fallback  # noqa: E402
+
+try:
+    from fastoptim import _core
+except ImportError:
+    _core = None
+
+
+@pytest.mark.skipif(_core is None, reason="compares with the compiled extension")
+def test_the_rule_list_is_one_list():
+    """csrc/rules.h's rows and the NumPy twins name the same states,
+    hyperparameters (with their checks), flags and scalar state, in order."""
+    c_rules = _core.rule_info()
+    assert list(c_rules) == list(_fallback.RULES)
+    for name, rule in _fallback.RULES.items():
+        assert c_rules[name] == rule.info, name
+
+
+def test_every_declaration_names_its_rules_parameters():
+    for info in db.INFOS:
+        d = info.cls.declaration
+        rule = _fallback.RULES[d.rule]
+        assert info.cls._rule is rule
+        for flag in rule.flags:  # each flag is set by an option, a hyperparameter or fixed
+            if flag in ("average",) and "average" not in d.fixed_flags:
+                continue
+        for name in d.hyperparameters:
+            assert name in info.cls.__signature__.parameters
+        for section in ("Parameters", "Raises", "References"):
+            assert f"\n{section}\n" in info.cls.__doc__, f"{info.name}: no {section}"
+
+
+def test_import_loads_no_demo_or_benchmark_and_numpy_backend_no_extension():
+    code = ("import sys, fastoptim; "
+            "print(sorted(m for m in sys.modules if m.startswith('fastoptim')))")
+    for backend in ("numpy", ""):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "FASTOPTIM_BACKEND": backend})
+        assert out.returncode == 0, out.stderr
+        loaded = eval(out.stdout)  # noqa: S307 - our own printout
+        assert not any(m.startswith(("fastoptim.demo", "fastoptim.benchmarks")) for m in loaded)
+        if backend == "numpy":
+            assert "fastoptim._core" not in loaded
+
+
+BITWISE = [c for info in db.INFOS for c in info.configs]
+
+
+@pytest.mark.skipif(_core is None or fastoptim.BACKEND != "c",
+                    reason="compares the compiled step with the NumPy step")
+@pytest.mark.parametrize("case", BITWISE, ids=repr)
+def test_compiled_step_equals_numpy_step_bitwise(case):
+    """Every configuration of the test database, float32 and float64 arrays in one
+    optimizer, at every instruction-set level and 1 or 2 threads: the compiled
+    step and the NumPy step give the same bits (parameters, state, scalar state,
+    the norm)."""
+    rng = np.random.default_rng(sum(map(ord, case.id)))
+    shapes = {"W1": (6, 5), "b1": (6, 1), "W2": (700, 60), "b2": (4, 1)}
+    start = {k: rng.standard_normal(s).astype(np.float64 if k == "b1" else np.float32)
+             for k, s in shapes.items()}
+    grads = [{"d" + k: rng.standard_normal(a.shape).astype(a.dtype) for k, a in start.items()}
+             for _ in range(3)]
+    numpy_params = {k: a.copy() for k, a in start.items()}
+    ref = case.make(numpy_params)
+    ref._unbind()
+    for g in grads:
+        ref.step(g)
+    before = (_core.isa_in_use(), _core.get_num_threads())
+    try:
+        for isa in _core.isa_supported():
+            _core.set_isa(isa)
+            for threads in (1, 2):
+                _core.set_num_threads(threads)
+                params = {k: a.copy() for k, a in start.items()}
+                opt = case.make(params)
+                assert opt._compiled
+                for g in grads:
+                    opt.step(g)
+                what = f"{case.id} isa={isa} threads={threads}"
+                db.assert_same(db.snapshot(opt, params), db.snapshot(ref, numpy_params), what)
+                assert opt.last_grad_norm == ref.last_grad_norm, what
+                assert opt.state_dict().get("mu_product") == ref.state_dict().get("mu_product")
+    finally:
+        _core.set_isa(before[0])
+        _core.set_num_threads(before[1])
+
+
+@pytest.mark.parametrize("arena", [True, False])
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_pickle_and_deepcopy(info, arena):
+    """A pickled or deep-copied optimizer steps exactly as the original; the
+    copy updates the copied parameter arrays, so arrays pickled together with
+    it (an estimator's coefficients) stay shared."""
+    grads = db.grads(np.float32, steps=4)
+    params = db.params(np.float32)
+    opt = info.make(params, arena=arena, max_grad_norm=3.0,
+                    learning_rate=fastoptim.schedules.ExponentialDecay(0.01, 0.9))
+    for g in grads[:2]:
+        opt.step(g)
+    estimator = {"coefs": params, "optimizer": opt}
+    for clone in (pickle.loads(pickle.dumps(estimator)), _copy.deepcopy(estimator)):
+        twin, twin_params = clone["optimizer"], clone["coefs"]
+        assert all(twin.parameters[k] is twin_params[k] for k in twin_params)
+        assert twin.learning_rate == opt.learning_rate and twin.t == opt.t
+        db.assert_same(db.snapshot(twin, twin_params), db.snapshot(opt, params), "copied")
+    for g in grads[2:]:
+        opt.step(g)
+        twin.step(g)
+    db.assert_same(db.snapshot(twin, twin_params), db.snapshot(opt, params), info.name)
+    assert not np.shares_memory(twin_params["W1"], params["W1"])
+
+
+def test_a_second_optimizer_on_the_same_dict_is_not_silent():
+    """Building another optimizer on a dict whose arrays live in a first one's
+    arena (a notebook cell run twice) warns, and the first refuses to step:
+    its steps would no longer reach the dict."""
+    params = db.params()
+    first = fastoptim.Adam(params)
+    first.step(db.grads(steps=1)[0])
+    with pytest.warns(RuntimeWarning, match="takes the parameters over"):
+        second = fastoptim.Adam(params)
+    with pytest.raises(RuntimeError, match="taken over"):
+        first.step(db.grads(steps=1)[0])
+    assert second.step(db.grads(steps=1)[0])
+    assert all(params[k] is second.parameters[k] for k in params)
+    with warnings.catch_warnings():  # arrays of one's own, or arena=False: no warning
+        warnings.simplefilter("error")
+        fastoptim.SGD(db.params())
+        fastoptim.SGD(db.params(), arena=False)

@@ -1,10 +1,10 @@
-"""The optimizer family against an independent float64 reference (familycases.py:
+"""The optimizer family against an independent float64 reference (optimizer_db.py:
 the papers' and torch's documented rules, textbook order), 12 steps, every
 element, every step. Runs in whichever backend the suite runs in."""
 import numpy as np
 import pytest
 
-from familycases import CASES, STEPS, Reference, problem
+from optimizer_db import CASES, STEPS, Reference, problem
 
 # float64: a few ulps of rearrangement per step; float32 against float64: the
 # float32 rounding of a dozen steps of O(1) parameters.

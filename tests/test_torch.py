@@ -8,7 +8,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from familycases import SHAPES, STEPS, TORCH_CASES, problem
+from optimizer_db import SHAPES, STEPS, TORCH_CASES, problem
 
 torch = pytest.importorskip("torch")
 
