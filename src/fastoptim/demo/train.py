@@ -138,11 +138,11 @@ def _dtype(X):
 DECAYS = {"none": None, "update_lr": update_lr, "schedule": schedule_lr_decay}
 
 
-def _parser():
+def _parser(prog="python -m fastoptim train"):
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m fastoptim train",
+        prog=prog,
         description="Train the course's 3-layer network [2, 5, 2, 1] on the moons data with "
                     "gradient descent, momentum and Adam, and time fastoptim's updates. "
                     "The defaults are the course's run.",
@@ -166,9 +166,9 @@ def _parser():
     return p
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m fastoptim train"):
     """python -m fastoptim train [options]; returns the exit status."""
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
