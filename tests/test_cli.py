@@ -1,5 +1,6 @@
 """The command line a newcomer meets: `python -m fastoptim` and the `fastoptim` script."""
 import json
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -132,6 +133,19 @@ def test_python_dash_m_fastoptim():
     proc = cli("bogus")
     assert proc.returncode == 2
     assert "usage: python -m fastoptim " in proc.stderr and "'bogus'" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["info"], ["train", "--epochs", "2", "--optimizer", "gd"]])
+def test_a_reader_that_went_away_is_no_traceback(argv):
+    read, write = os.pipe()
+    os.close(read)  # like `| head -1` that has exited: every write fails
+    try:
+        proc = subprocess.run([sys.executable, "-m", "fastoptim", *argv], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1
+    assert proc.stderr == ""
 
 
 def test_the_console_script_is_declared():

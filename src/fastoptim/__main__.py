@@ -4,6 +4,7 @@
 modules' `main(argv)`), so everything after their name is handed to them.
 """
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -49,6 +50,18 @@ def _parser(prog):
 
 def main(argv=None, prog=None):
     """The command line; returns the exit status."""
+    try:
+        status = _main(argv, prog)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`fastoptim info | head -1`): stop quietly, as other
+        # command-line tools do; stdout goes to devnull so the exit flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
+def _main(argv, prog):
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or "fastoptim"
     parser, info = _parser(prog)
