@@ -1,6 +1,7 @@
 """python -m fastoptim bench --algo all runs and reports every optimizer (no
 timing is asserted), and each optimizer's ceiling moves exactly its streams."""
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -25,6 +26,19 @@ def test_every_optimizer_has_a_row():
         assert float(cells[2]) > 0 and cells[4].endswith("%")
         if spec.torch_cls is None:
             assert cells[5:] == ["-", "-"]
+
+
+def test_a_missing_torch_is_reported_once(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch fails
+    out = io.StringIO()
+    assert _cli.main(TINY + ["--sizes", "1000,2000"], out=out) == 0
+    text = out.getvalue()
+    assert text.count("skipped torch:") == 1
+    assert "skipped torch: torch not installed" in text.splitlines()
+    for spec in _bench_family.SPECS:  # nor does any row claim a torch kernel
+        rows = [line for line in text.splitlines() if line[:24].rstrip() == spec.title]
+        assert len(rows) == 4  # 2 sizes x 2 dtypes
+        assert all(row.split()[-2:] == ["-", "-"] for row in rows)
 
 
 def test_the_adam_registry_is_untouched():

@@ -69,7 +69,7 @@ def test_bench_prints_every_contender_size_and_target():
         assert "other processes used" in text
         assert text.count("  others ") == 2 * 2 + 2  # sizes x dtypes, and two models
 
-    targets = text[text.index("targets (BENCH.md"):].splitlines()[1:]
+    targets = text[text.index("targets (fastoptim's goals"):].splitlines()[1:]
     verdicts = [line.split()[-1] for line in targets if line.startswith("  ")]
     assert len(verdicts) == 2 * 6 + 5
     assert set(verdicts) <= {"PASS", "FAIL", "n/a"}

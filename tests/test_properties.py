@@ -10,6 +10,8 @@ Each array sits inside a larger buffer filled with a sentinel, so a write
 outside the array (a vector tail, a strided view treated as contiguous) is
 caught. The reference tolerance is documented in _helpers.reference.
 """
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -333,8 +335,11 @@ def build(update, dtype, seed, cases, shape):
             p, g = p.astype(other), g.astype(other)
             sts = [s.astype(other) for s in sts]
         elif case == "param_matrix" and p.ndim == 2:
-            p, g = np.asmatrix(p), np.asmatrix(g)
-            sts = [np.asmatrix(s) for s in sts]
+            with warnings.catch_warnings():  # np.matrix on purpose: an ndarray subclass
+                warnings.filterwarnings("ignore", "the matrix subclass",
+                                        PendingDeprecationWarning)
+                p, g = np.asmatrix(p), np.asmatrix(g)
+                sts = [np.asmatrix(s) for s in sts]
         elif case == "param_masked":
             p = np.ma.array(p, mask=(np.arange(p.size) % 2).reshape(shape))
         elif case == "param_memmap_like":

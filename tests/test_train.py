@@ -261,8 +261,9 @@ def test_cli_end_to_end_with_a_plot(tmp_path, capsys, data):
     from matplotlib import image
 
     png = tmp_path / "run.png"
-    status, out, _ = run_cli(["--epochs", "30", "--plot", str(png)], capsys)
+    status, out, err = run_cli(["--epochs", "30", "--plot", str(png)], capsys)
     assert status == 0
+    assert err == ""  # not a terminal: no progress frames
     assert "== gradient descent ==" in out and "== adam ==" in out
     costs = printed(COST_LINE, out)
     np.testing.assert_allclose([c for _, c in costs],
@@ -281,10 +282,111 @@ def test_cli_end_to_end_with_a_plot(tmp_path, capsys, data):
         assert float(update_numpy.split()[0]) > 0
         if "c" in train._backends():
             assert float(update_c.split()[0]) > 0 and speedup.endswith("x")
+    assert out.endswith(f"\nwrote {png}\n")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = image.imread(str(png))
-    assert pixels.shape[0] >= 200 and pixels.shape[1] >= 4 * pixels.shape[0] - 10
+    assert pixels.shape[0] >= 200 and pixels.shape[1] >= 3 * pixels.shape[0]  # four panels
     assert pixels[..., :3].std() > 0.05  # something was drawn
+
+
+@pytest.mark.parametrize("name, written, magic", [
+    ("noext", "noext.png", b"\x89PNG"),
+    ("run.v2", "run.v2.png", b"\x89PNG"),
+    ("run.svg", "run.svg", b"<?xml"),
+])
+def test_cli_plot_reports_the_file_it_wrote(name, written, magic, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    status, out, _ = run_cli(["--epochs", "2", "--optimizer", "gd", "--plot",
+                              str(tmp_path / name)], capsys)
+    assert status == 0
+    assert out.endswith(f"\nwrote {tmp_path / written}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [written]
+    assert (tmp_path / written).read_bytes().startswith(magic)
+
+
+def fake_runs(costs, data):
+    """_Run objects with the given cost curves ({optimizer: costs per epoch})."""
+    X, Y = data
+    runs = []
+    for optimizer, curve in costs.items():
+        run = train._Run(optimizer)
+        run.costs = list(enumerate(curve))
+        run.parameters = initialize_parameters(LAYERS)
+        run.accuracy = accuracy_percent(X, Y, run.parameters)
+        runs.append(run)
+    return runs
+
+
+def legend_texts(legend):
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_plot_every_panel_is_labelled_and_every_curve_visible(data):
+    pytest.importorskip("matplotlib")
+    X, Y = data
+    epochs = np.arange(100)
+    slow = 0.7 - 1e-4 * epochs
+    runs = fake_runs({"gd": slow, "momentum": slow + 3e-5, "adam": 0.7 * np.exp(-epochs / 20)},
+                     data)
+    fig = train._figure(runs, X, Y, train._parser().parse_args(["--epochs", "100"]))
+    cost_axes, *boundary_axes = fig.axes
+    assert len(boundary_axes) == 3
+    for ax in fig.axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+    for ax, run in zip(boundary_axes, runs):
+        assert ax.get_title() == (f"{train.OPTIMIZER_NAMES[run.optimizer]}: "
+                                  f"{run.accuracy:.1f}% training accuracy")
+    # distinct line styles and markers: a curve drawn over another still shows
+    lines = cost_axes.get_lines()
+    assert len(lines) == 3
+    assert len({line.get_linestyle() for line in lines}) == 3
+    assert len({line.get_marker() for line in lines}) == 3
+    # a note where two curves coincide, and only there
+    labels = legend_texts(cost_axes.get_legend())
+    assert labels[0] == "gradient descent" and labels[2] == "adam"
+    assert labels[1] == ("momentum\n(on top of gradient descent:\n"
+                         "costs differ by 0.00003 at most)")
+    # the classes: a legend for the points, the predicted regions and the boundary
+    figure_legend = legend_texts(fig.legends[0])
+    assert figure_legend == ["class 0 (y = 0)", "predicted 0", "class 1 (y = 1)",
+                             "predicted 1", "decision boundary"]
+
+
+def test_plot_has_no_note_when_curves_differ(data):
+    pytest.importorskip("matplotlib")
+    X, Y = data
+    epochs = np.arange(100)
+    runs = fake_runs({"gd": 0.7 - 1e-3 * epochs, "momentum": 0.7 - 2e-3 * epochs}, data)
+    fig = train._figure(runs, X, Y, train._parser().parse_args([]))
+    assert legend_texts(fig.axes[0].get_legend()) == ["gradient descent", "momentum"]
+
+
+def test_no_progress_frames_when_stderr_is_not_a_terminal(capsys):
+    bar = train._progress(100, "adam")
+    assert isinstance(bar, train._PlainProgress)
+    for _ in range(100):
+        bar.update(1)
+    bar.write("Cost after epoch 0: 0.5")
+    bar.close()
+    assert capsys.readouterr() == ("Cost after epoch 0: 0.5\n", "")
+
+
+def test_tqdm_on_a_terminal(monkeypatch, capsys):
+    tqdm = pytest.importorskip("tqdm")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    bar = train._progress(100, "adam")
+    assert isinstance(bar, tqdm.tqdm)
+    bar.update(50)
+    bar.write("Cost after epoch 0: 0.5")
+    bar.close()
+    assert "adam:" in term.getvalue() and "50/100" in term.getvalue()
+    assert capsys.readouterr().out == "Cost after epoch 0: 0.5\n"
 
 
 def backends():
@@ -455,6 +557,7 @@ def test_python_dash_m_fastoptim_train(tmp_path):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # output to a pipe: no progress frames
     assert "Cost after epoch 0: 0.702405" in result.stdout
     assert list(table(result.stdout)) == ["gradient descent"]
     assert f"training with the {fastoptim.BACKEND}" in result.stdout

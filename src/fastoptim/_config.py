@@ -1,4 +1,5 @@
 """Build and run-time configuration: threads, instruction set, compiler."""
+import json
 import platform
 
 import numpy as np
@@ -21,7 +22,10 @@ def get_num_threads():
 
 def config():
     """The configuration as a dict."""
+    from . import __version__  # here: the package defines it after importing this module
+
     info = {
+        "version": __version__,
         "backend": BACKEND,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -40,8 +44,12 @@ def config():
     return info
 
 
-def show_config():
-    """Print the backend, instruction set, threads and build flags."""
+def show_config(as_json=False):
+    """Print the version, backend, instruction set, threads and build flags;
+    as_json: as one JSON object."""
+    if as_json:
+        print(json.dumps(config(), indent=2))
+        return
     for key, value in config().items():
         if isinstance(value, list):
             value = ", ".join(value)

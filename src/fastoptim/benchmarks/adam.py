@@ -1,9 +1,9 @@
 """python -m fastoptim bench: fastoptim against the other ways to take an optimizer step.
 
-The protocol is ../shared/BENCH.md's: every figure is a ratio measured in this one
-process, with the contenders interleaved (A B A B ...) and the best of several rounds
-kept for each. A sample times a batch of calls long enough (>= 20 ms by default) that
-timer resolution and per-sample jitter do not matter; each contender reuses the same
+The protocol: every figure is a ratio measured in this one process, with the
+contenders interleaved (A B A B ...) and the best of several rounds kept for each.
+A sample times a batch of calls long enough (>= 20 ms by default) that timer
+resolution and per-sample jitter do not matter; each contender reuses the same
 arrays on every call, with its state warmed up before timing.
 
 Contenders are a registry: `@contender(algorithm, name)` on a factory that takes an
@@ -359,7 +359,7 @@ def ratio(results, problem_key, slower, faster):
 
 
 def targets(results, dtypes, memory):
-    """BENCH.md's targets as (description, measured, target, verdict) rows."""
+    """fastoptim's speed targets as (description, measured, target, verdict) rows."""
     rows = []
 
     def check(desc, value, floor, unit="x", why=""):

@@ -9,11 +9,28 @@ from . import adam as B
 from . import family
 
 
-def parse_args(argv):
+CONTENDERS = """\
+contenders (rows):
+  fastoptim C       update_parameters_with_adam with the compiled backend
+  fastoptim Adam()  the optimizer object fastoptim.Adam (parameters in one buffer)
+  fastoptim numpy   update_parameters_with_adam with the NumPy fallback
+  seed numpy        the course's NumPy update (a loop over the dict that builds new arrays)
+  torch fused       torch.optim.Adam(fused=True) on the CPU, when torch is installed
+  ceiling           a loop that moves the same bytes as Adam with trivial arithmetic:
+                    the most this machine's memory allows
+
+Every figure is measured in this run with the contenders interleaved (best of
+several rounds), so compare ratios within one run. The targets at the end are
+fastoptim's goals on a quiet 2-core x86-64 machine; on others they are a guide."""
+
+
+def parse_args(argv, prog="python -m fastoptim bench"):
     ap = argparse.ArgumentParser(
-        prog="python -m fastoptim bench",
-        description="fastoptim's Adam step against the NumPy fallback, the seed's NumPy code, "
-                    "torch's fused CPU Adam and the memory-traffic ceiling (see BENCH.md).")
+        prog=prog,
+        description="Time fastoptim's Adam step, per vector size and for two whole models\n"
+                    "(the course's network and an MLP), against the other ways to take it.",
+        epilog=CONTENDERS,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="fewer rounds, shorter samples and fewer sizes (smoke tests)")
     ap.add_argument("--threads", type=int, default=None,
@@ -30,15 +47,14 @@ def parse_args(argv):
     ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
                     help="cap fastoptim's instruction set (default: the best available)")
     ap.add_argument("--algo", choices=("adam", "all"), default="adam",
-                    help="all: every optimizer of the family against its own ceiling and "
-                         "torch (default size 1e7; see fastoptim.benchmarks.family)")
+                    help="all: every optimizer fastoptim has (SGD, Adam, AdamW, NAdam, ...) "
+                         "against its own ceiling and torch (default size 1e7)")
     return ap.parse_args(argv)
 
 
-
-def main(argv=None, out=None):
+def main(argv=None, out=None, prog="python -m fastoptim bench"):
     out = sys.stdout if out is None else out
-    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parse_args(sys.argv[1:] if argv is None else list(argv), prog)
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7
     if args.min_ms is None:
@@ -81,7 +97,7 @@ def main(argv=None, out=None):
     print(file=out)
     memory = B.memory_check(B.MEMORY_SIZE if not args.quick else 10**6, out)
 
-    print("\ntargets (BENCH.md; development machine, 2 threads)", file=out)
+    print("\ntargets (fastoptim's goals on a quiet 2-core x86-64 machine, 2 threads)", file=out)
     for desc, measured, target, verdict in B.targets(results, dtypes, memory):
         print(f"  {desc:<44} {measured:>10}  {target:>9}  {verdict}", file=out)
     busy = run_meter.others()

@@ -8,7 +8,7 @@ object keeps, so each has its own ceiling: fastoptim's ceiling kernel with
 exactly its streams (g read; p and each state read and written) and trivial
 arithmetic. torch runs its fused CPU
 kernel where it has one (SGD, Adam, AdamW, Adagrad), else foreach; Lion has
-none. Same protocol as the Adam tables (../shared/BENCH.md): contenders
+none. Same protocol as the Adam tables: contenders
 interleaved in one process, best of several rounds, ratios from one run.
 """
 import functools
@@ -136,6 +136,7 @@ def main(args, out):
           "the same streams with trivial arithmetic); vs torch = torch time / fastoptim C "
           "time (torch fused where it has it, else foreach)", file=out)
     rows = []
+    skipped_all = {}
     for n in sizes:
         for dt in dtypes:
             print(f"\nn={B.size_label(n)} {dt}", file=out)
@@ -151,7 +152,8 @@ def main(args, out):
                 theirs = best.get(TORCH)
                 nbytes = algo.bytes_per_element(dt)
                 pct = f"{100 * ceil / ours:.0f}%" if ours and ceil else "-"
-                kind = "-" if spec.torch_cls is None else ("fused" if spec.fused else "foreach")
+                kind = "-" if spec.torch_cls is None or theirs is None else (
+                    "fused" if spec.fused else "foreach")
                 vs = f"{theirs / ours:.2f}x" if ours and theirs else "-"
                 ns = f"{ours / n:.3g}" if ours else "-"
                 gbs = f"{nbytes * n / ours:.3g}" if ours else "-"
@@ -160,8 +162,10 @@ def main(args, out):
                 print(line, file=out)
                 out.flush()
                 rows.append((n, dt, spec.name, ours, ceil, theirs))
-                for name, why in skipped.items():
-                    if name != TORCH or spec.torch_cls is not None:
-                        print(f"  skipped {name}: {why}", file=out)
+                if spec.torch_cls is None:
+                    skipped.pop(TORCH, None)
+                skipped_all.update(skipped)
             del inputs
+    for name, why in skipped_all.items():
+        print(f"skipped {name}: {why}", file=out)
     return rows

@@ -6,6 +6,7 @@ trains, shows progress, and prints a table with the final cost, the training
 accuracy, the time per epoch, and the time the optimizer updates take with the
 compiled backend and with the NumPy fallback, measured on identical inputs.
 """
+import math
 import os
 import sys
 import time
@@ -138,11 +139,11 @@ def _dtype(X):
 DECAYS = {"none": None, "update_lr": update_lr, "schedule": schedule_lr_decay}
 
 
-def _parser():
+def _parser(prog="python -m fastoptim train"):
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m fastoptim train",
+        prog=prog,
         description="Train the course's 3-layer network [2, 5, 2, 1] on the moons data with "
                     "gradient descent, momentum and Adam, and time fastoptim's updates. "
                     "The defaults are the course's run.",
@@ -161,14 +162,15 @@ def _parser():
                         "the other one is timed on copies of the same inputs, on a sample "
                         "of the steps")
     p.add_argument("--plot", metavar="FILE.png",
-                   help="write the cost curves and decision boundaries to this PNG "
-                        "(needs matplotlib)")
+                   help="draw the cost curves and decision boundaries into FILE.png (needs "
+                        "matplotlib; .pdf, .svg and the other formats matplotlib knows work "
+                        "too; any other name gets .png added)")
     return p
 
 
-def main(argv=None):
+def main(argv=None, prog="python -m fastoptim train"):
     """python -m fastoptim train [options]; returns the exit status."""
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
@@ -194,6 +196,7 @@ def main(argv=None):
             print("fastoptim train: --plot needs matplotlib: "
                   "pip install 'fastoptim[train]' (or pip install matplotlib)", file=sys.stderr)
             return 2
+        plot_path, plot_format = _plot_file(args.plot)
 
     from .datasets import load_dataset
 
@@ -207,8 +210,8 @@ def main(argv=None):
     print()
     print(_table(runs, args, chosen))
     if args.plot:
-        _plot(args.plot, runs, X, Y, args)
-        print(f"\nwrote {args.plot}")
+        _figure(runs, X, Y, args).savefig(plot_path, format=plot_format, dpi=100)
+        print(f"\nwrote {plot_path}")
     return 0
 
 
@@ -369,7 +372,8 @@ def _copy_into(dst, src):
 
 
 class _PlainProgress:
-    """A minimal progress line on a terminal's stderr, for when tqdm is not installed."""
+    """A minimal progress line on a terminal's stderr, for when tqdm is not installed;
+    elsewhere it only prints the lines passed to write()."""
 
     def __init__(self, total, desc, file=None):
         self.total = total
@@ -401,6 +405,9 @@ class _PlainProgress:
 
 
 def _progress(total, desc):
+    """A progress bar on stderr when stderr is a terminal; a log gets no frames."""
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        return _PlainProgress(total, desc)
     try:
         from tqdm import tqdm
     except ImportError:
@@ -429,8 +436,12 @@ def _header(args, chosen):
         backend = f"c ({info['isa_in_use']})"
     decay = "" if args.decay == "none" else f", {args.decay} decay (rate {args.decay_rate:g})"
     return (f"fastoptim {__version__}, training with the {backend} backend\n"
-            f"moons data (300 points), network {COURSE_LAYERS}, {args.epochs} epochs, "
+            f"moons data (300 points), network {COURSE_LAYERS}, {_epochs(args.epochs)}, "
             f"learning rate {args.learning_rate:g}, mini-batches of {args.mini_batch_size}{decay}")
+
+
+def _epochs(n):
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _table(runs, args, chosen):
@@ -475,30 +486,113 @@ def _table(runs, args, chosen):
     return "\n".join(out)
 
 
-def _plot(path, runs, X, Y, args):
+def _plot_file(path):
+    """(the file savefig will write, its format): a name without an extension
+    matplotlib knows gets ".png" added, as savefig itself would for no extension."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    extension = os.path.splitext(path)[1][1:].lower()
+    if extension in FigureCanvasBase.get_supported_filetypes():
+        return path, extension
+    return path + ".png", "png"
+
+
+# Each optimizer's cost curve: its own colour, line style and markers, so a curve
+# drawn on top of another (gradient descent and momentum at a small learning
+# rate) still shows both.
+CURVE_STYLES = {
+    "gd": dict(color="tab:blue", linestyle="-", linewidth=4, alpha=0.45, marker="o"),
+    "momentum": dict(color="tab:orange", linestyle="--", linewidth=1.8, marker="x"),
+    "adam": dict(color="tab:green", linestyle="-.", linewidth=1.8, marker="s"),
+}
+CLASS_COLORS = ("#c0392b", "#2e6fb7")  # y = 0, y = 1
+CLASS_MARKERS = ("o", "^")
+
+
+def _coincident(runs, tolerance):
+    """{optimizer: (earlier optimizer, largest cost difference)} for each curve
+    that stays within `tolerance` of an earlier one at every plotted epoch."""
+    found = {}
+    for j, run in enumerate(runs):
+        for earlier in runs[:j]:
+            a = np.array([c for _, c in earlier.costs])
+            b = np.array([c for _, c in run.costs])
+            if a.shape == b.shape and np.all(np.abs(a - b) <= tolerance):
+                found[run.optimizer] = (earlier.optimizer, float(np.max(np.abs(a - b))))
+                break
+    return found
+
+
+def _at_most(x):
+    """x > 0 rounded up to one significant digit, as text, so "at most" holds."""
+    digits = -math.floor(math.log10(x))
+    bound = round(math.ceil(x * 10.0**digits) / 10.0**digits, digits)
+    return f"{np.format_float_positional(bound, trim='-')} at most"
+
+
+def _figure(runs, X, Y, args):
+    """The cost curves of `runs` and, for each, its decision boundary over the data."""
+    from matplotlib.colors import ListedColormap, to_rgba
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     n = len(runs)
-    fig = Figure(figsize=(4.2 * (n + 1), 4.2), layout="constrained")
+    fig = Figure(figsize=(4.4 * (n + 1), 5.2), layout="constrained")
+    decay = "" if args.decay == "none" else f", {args.decay} decay"
+    fig.suptitle(f"The course's network {COURSE_LAYERS} on the moons data\n"
+                 f"{_epochs(args.epochs)}, mini-batches of {args.mini_batch_size}, learning rate "
+                 f"{args.learning_rate:g}{decay}")
     axes = fig.subplots(1, n + 1)
+
     ax = axes[0]
-    for run in runs:
+    all_costs = [c for run in runs for _, c in run.costs]
+    span = max(all_costs) - min(all_costs)
+    # closer than 1% of the axis: the curves are drawn over each other
+    overlaps = _coincident(runs, max(0.01 * span, 1e-12))
+    for k, run in enumerate(runs):
         epochs, costs = zip(*run.costs)
-        ax.plot(epochs, costs, label=OPTIMIZER_NAMES[run.optimizer])
+        label = OPTIMIZER_NAMES[run.optimizer]
+        if run.optimizer in overlaps:
+            other, diff = overlaps[run.optimizer]
+            label += (f"\n(on top of {OPTIMIZER_NAMES[other]}:\ncosts differ by "
+                      f"{_at_most(diff)})" if diff else
+                      f"\n(on top of {OPTIMIZER_NAMES[other]}:\nthe same costs)")
+        # markers at different epochs for each curve, on every point of a short one
+        markevery = (3 * k, 10) if len(epochs) > 30 else None
+        ax.plot(epochs, costs, label=label, markevery=markevery, markersize=6,
+                **CURVE_STYLES[run.optimizer])
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cost")
-    ax.set_title(f"Learning rate = {args.learning_rate:g}")
+    ax.set_ylabel("cost (cross-entropy, training set)")
+    ax.set_title("Training cost")
+    ax.grid(alpha=0.3)
     ax.legend()
 
     x_min, x_max = X[0].min() - 1, X[0].max() + 1
     y_min, y_max = X[1].min() - 1, X[1].max() + 1
     xx, yy = np.meshgrid(np.arange(x_min, x_max, 0.01), np.arange(y_min, y_max, 0.01))
     grid = np.stack([xx.ravel(), yy.ravel()])
+    regions = ListedColormap([to_rgba(c, 0.25) for c in CLASS_COLORS])
     for ax, run in zip(axes[1:], runs):
         Z = predict(grid, run.parameters).reshape(xx.shape)
-        ax.contourf(xx, yy, Z, cmap="Spectral", alpha=0.7)
-        ax.scatter(X[0], X[1], c=Y[0], s=12, cmap="Spectral", edgecolors="k", linewidths=0.3)
-        ax.set_title(f"{OPTIMIZER_NAMES[run.optimizer]}: {run.accuracy:.1f}%")
+        ax.contourf(xx, yy, Z, levels=[-0.5, 0.5, 1.5], cmap=regions)
+        if Z.min() != Z.max():  # else no boundary crosses the panel
+            ax.contour(xx, yy, Z, levels=[0.5], colors="k", linewidths=1)
+        for label in (0, 1):
+            points = X[:, Y[0] == label]
+            ax.scatter(points[0], points[1], s=18, color=CLASS_COLORS[label],
+                       marker=CLASS_MARKERS[label], edgecolors="k", linewidths=0.4)
+        ax.set_title(f"{OPTIMIZER_NAMES[run.optimizer]}: {run.accuracy:.1f}% training accuracy")
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
         ax.set_xlim(x_min, x_max)
         ax.set_ylim(y_min, y_max)
-    fig.savefig(path, dpi=100)
+    handles = []
+    for label in (0, 1):
+        handles.append(Line2D([], [], linestyle="none", marker=CLASS_MARKERS[label],
+                              markersize=7, color=CLASS_COLORS[label], markeredgecolor="k",
+                              label=f"class {label} (y = {label})"))
+        handles.append(Patch(color=regions(label), label=f"predicted {label}"))
+    handles.append(Line2D([], [], color="k", linewidth=1, label="decision boundary"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    return fig
