@@ -18,25 +18,14 @@ from .course import (
 from ._config import get_num_threads, set_num_threads, show_config
 from . import schedules
 from .schedules import schedule_lr_decay, update_lr
-from .optimizers import (GD, SGD, Adagrad, Adam, Adamax, AdamW, Lion, Momentum, NAdam,
-                         RAdam, RMSprop)
+from .optimizers import *  # noqa: F401,F403 - every optimizer class (optimizers.__all__)
+from .optimizers import __all__ as _OPTIMIZERS
 from .checkpoint import load_checkpoint, save_checkpoint
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Adagrad",
-    "Adam",
-    "Adamax",
-    "AdamW",
+__all__ = sorted([
     "BACKEND",
-    "GD",
-    "Lion",
-    "Momentum",
-    "NAdam",
-    "RAdam",
-    "RMSprop",
-    "SGD",
     "get_num_threads",
     "initialize_adam",
     "initialize_velocity",
@@ -51,4 +40,4 @@ __all__ = [
     "update_parameters_with_gd",
     "update_parameters_with_momentum",
     "update_lr",
-]
+] + [name for name in _OPTIMIZERS if name != "Optimizer"])

@@ -1,19 +1,21 @@
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 ISA_NAMES: tuple[str, ...]
 
-def gd(parameters: dict[str, Any], grads: dict[str, Any], learning_rate: float) -> None: ...
-def momentum(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], beta: float,
-    learning_rate: float,
-) -> None: ...
-def adam(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], s: dict[str, Any],
-    t: int, learning_rate: float, beta1: float, beta2: float, epsilon: float,
-) -> None: ...
-def ceiling_adam(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], s: dict[str, Any],
-) -> None: ...
+Arrays = dict[str, np.ndarray]
+
+def update(
+    rule: str, parameters: Arrays, grads: Arrays, states: Sequence[Arrays | None], t: int,
+    learning_rate: float, hyper: Sequence[float], *, flags: int = ...,
+    weight_decay: float | Mapping[str, float] = ..., decay: int = ..., grad_scale: float = ...,
+    scalars: Sequence[float] = ..., names: Sequence[str] | None = ...,
+    state_names: Sequence[str] | None = ...,
+) -> tuple[float, ...]: ...
+def grad_norm(parameters: Arrays, grads: Arrays) -> tuple[float, bool]: ...
+def ceiling(parameters: Arrays, grads: Arrays, *states: Arrays) -> None: ...
+def rule_info() -> dict[str, tuple[str, str, str, str, str]]: ...
 def isa_in_use() -> str: ...
 def isa_supported() -> list[str]: ...
 def set_isa(name: str) -> str: ...
@@ -21,49 +23,17 @@ def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def build_info() -> dict[str, Any]: ...
 
-# the family (see _fallback for each rule)
-def grad_norm(parameters: dict[str, Any], grads: dict[str, Any]) -> tuple[float, bool]: ...
-def sgd(
-    parameters: dict[str, Any], grads: dict[str, Any], momentum_buffer: dict[str, Any] | None,
-    t: int, learning_rate: float, momentum: float, dampening: float, nesterov: bool,
-    weight_decay: float | dict[str, float] = ..., grad_scale: float = ..., course: bool = ...,
-) -> None: ...
-def adam_ext(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], s: dict[str, Any],
-    max_s: dict[str, Any] | None, t: int, learning_rate: float, beta1: float, beta2: float,
-    epsilon: float, weight_decay: float | dict[str, float] = ..., decoupled: bool = ...,
-    grad_scale: float = ...,
-) -> None: ...
-def nadam(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], s: dict[str, Any],
-    t: int, mu_product: float, learning_rate: float, beta1: float, beta2: float,
-    epsilon: float, momentum_decay: float, weight_decay: float | dict[str, float] = ...,
-    decoupled: bool = ..., grad_scale: float = ...,
-) -> float: ...
-def radam(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], s: dict[str, Any],
-    t: int, learning_rate: float, beta1: float, beta2: float, epsilon: float,
-    weight_decay: float | dict[str, float] = ..., decoupled: bool = ..., grad_scale: float = ...,
-) -> None: ...
-def adamax(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any],
-    exp_inf: dict[str, Any], t: int, learning_rate: float, beta1: float, beta2: float,
-    epsilon: float, weight_decay: float | dict[str, float] = ..., grad_scale: float = ...,
-) -> None: ...
-def adagrad(
-    parameters: dict[str, Any], grads: dict[str, Any], sum_: dict[str, Any], t: int,
-    learning_rate: float, lr_decay: float, epsilon: float,
-    weight_decay: float | dict[str, float] = ..., grad_scale: float = ...,
-) -> None: ...
-def rmsprop(
-    parameters: dict[str, Any], grads: dict[str, Any], square_avg: dict[str, Any],
-    grad_avg: dict[str, Any] | None, momentum_buffer: dict[str, Any] | None,
-    learning_rate: float, alpha: float, epsilon: float, momentum: float,
-    weight_decay: float | dict[str, float] = ..., grad_scale: float = ...,
-) -> None: ...
-def lion(
-    parameters: dict[str, Any], grads: dict[str, Any], v: dict[str, Any], learning_rate: float,
-    beta1: float, beta2: float, weight_decay: float | dict[str, float] = ...,
-    grad_scale: float = ...,
-) -> None: ...
-def ceiling(parameters: dict[str, Any], grads: dict[str, Any], *states: dict[str, Any]) -> None: ...
+class Stepper:
+    _t: int
+    _lr: float
+    _schedule: Callable[[int], float] | None
+    _scalars: tuple[float, ...]
+    last_grad_norm: float | None
+    _compiled: bool
+    def step(self, grads: Arrays) -> bool: ...
+    def _bind(self, rule: str, keys: list[str], rows: list[list[np.ndarray | None]]) -> bool: ...
+    def _unbind(self) -> None: ...
+    def _configure(
+        self, hyper: tuple[float, ...], flags: int, decay: int, weight_decay: list[float],
+        max_norm: float | None, skip: bool, maximize: bool,
+    ) -> None: ...

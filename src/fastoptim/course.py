@@ -44,50 +44,203 @@ _gd, _momentum, _adam = _steps["gd"], _steps["momentum"], _steps["adam"]
 
 
 def update_parameters_with_gd(parameters, grads, learning_rate):
-    """One step of gradient descent, in place: W -= learning_rate * dW.
+    """One step of gradient descent, in place, as the course's function.
 
-    Returns `parameters` (the same dict, its arrays updated)."""
+    Update rule, for every key k::
+
+        parameters[k] -= learning_rate * grads["d" + k]
+
+    Parameters
+    ----------
+    parameters : dict of str to numpy.ndarray
+        Floating-point arrays of any shape, updated in place (float32 and
+        float64 arrays contiguous in one layout take the C path).
+    grads : dict of str to numpy.ndarray
+        grads["d" + k] has the shape of parameters[k].
+    learning_rate : float
+        Step size, finite and >= 0.
+
+    Returns
+    -------
+    dict
+        `parameters`, the same dict, its arrays updated.
+
+    Raises
+    ------
+    KeyError
+        A gradient is missing (the key is named).
+    TypeError
+        An argument is not a dict, or an array is not a floating-point ndarray.
+    ValueError
+        Shapes differ, an array is read-only or shares memory with another
+        written array, or learning_rate is out of range. Nothing is modified.
+
+    References
+    ----------
+    The classic deep-learning course, "Optimization methods".
+    """
     _gd(parameters, grads, learning_rate)
     return parameters
 
 
 def initialize_velocity(parameters):
-    """Zeros shaped like each parameter (same dtype and layout), keyed "d" + key."""
+    """Zero velocities for update_parameters_with_momentum.
+
+    Parameters
+    ----------
+    parameters : dict of str to numpy.ndarray
+        Floating-point arrays.
+
+    Returns
+    -------
+    dict
+        v["d" + k]: zeros with the shape, dtype and memory layout of
+        parameters[k].
+    """
     return _zeros_like(parameters)
 
 
 def update_parameters_with_momentum(parameters, grads, v, beta, learning_rate):
-    """One momentum step, in place, in the course's exponential-average form:
-    v = beta*v + (1-beta)*dW;  W -= learning_rate * v.
+    """One momentum step, in place, in the course's exponential-average form.
 
-    Returns `(parameters, v)` (the same dicts, their arrays updated)."""
+    Update rule, for every key k (with d = "d" + k)::
+
+        v[d] = beta * v[d] + (1 - beta) * grads[d]
+        parameters[k] -= learning_rate * v[d]
+
+    Equal to torch.optim.SGD(lr=learning_rate*(1-beta), momentum=beta, dampening=0).
+
+    Parameters
+    ----------
+    parameters : dict of str to numpy.ndarray
+        Floating-point arrays, updated in place.
+    grads : dict of str to numpy.ndarray
+        grads["d" + k] has the shape of parameters[k].
+    v : dict of str to numpy.ndarray
+        The velocities (initialize_velocity), with each parameter's shape and
+        dtype; updated in place.
+    beta : float
+        The momentum, in [0, 1).
+    learning_rate : float
+        Step size, finite and >= 0.
+
+    Returns
+    -------
+    tuple of dict
+        (parameters, v), the same dicts, their arrays updated.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        As update_parameters_with_gd; also for v. Nothing is modified.
+
+    References
+    ----------
+    The classic deep-learning course, "Optimization methods".
+    """
     _momentum(parameters, grads, v, beta, learning_rate)
     return parameters, v
 
 
 def initialize_adam(parameters):
-    """Two dicts of zeros shaped like each parameter, keyed "d" + key: (v, s)."""
+    """Zero moments for update_parameters_with_adam.
+
+    Parameters
+    ----------
+    parameters : dict of str to numpy.ndarray
+        Floating-point arrays.
+
+    Returns
+    -------
+    tuple of dict
+        (v, s): v["d" + k] and s["d" + k] are zeros with the shape, dtype and
+        memory layout of parameters[k].
+    """
     return _zeros_like(parameters), _zeros_like(parameters)
 
 
 def update_parameters_with_adam(parameters, grads, v, s, t, learning_rate=0.01,
                                 beta1=0.9, beta2=0.999, epsilon=1e-8):
-    """One Adam step, in place (t counts steps from 1):
-    v = beta1*v + (1-beta1)*dW;  s = beta2*s + (1-beta2)*dW**2;
-    W -= learning_rate * (v/(1-beta1**t)) / (sqrt(s/(1-beta2**t)) + epsilon).
+    """One Adam step, in place, as the course's function.
 
-    Returns `(parameters, v, s)` (the same dicts, their arrays updated)."""
+    Update rule, for every key k (with d = "d" + k, g = grads[d])::
+
+        v[d] = beta1 * v[d] + (1 - beta1) * g
+        s[d] = beta2 * s[d] + (1 - beta2) * g**2
+        parameters[k] -= learning_rate * (v[d] / (1 - beta1**t)) / (
+            sqrt(s[d] / (1 - beta2**t)) + epsilon)
+
+    Epsilon outside the square root, as the course's code and torch have it.
+
+    Parameters
+    ----------
+    parameters : dict of str to numpy.ndarray
+        Floating-point arrays, updated in place.
+    grads : dict of str to numpy.ndarray
+        grads["d" + k] has the shape of parameters[k].
+    v, s : dict of str to numpy.ndarray
+        The first and second moments (initialize_adam), stored uncorrected,
+        with each parameter's shape and dtype; updated in place.
+    t : int
+        This step's number, from 1 (any Python int).
+    learning_rate : float, default 0.01
+        Step size, finite and >= 0.
+    beta1, beta2 : float, default 0.9, 0.999
+        Decay rates of v and s, in [0, 1).
+    epsilon : float, default 1e-8
+        Added to the denominator, >= 0.
+
+    Returns
+    -------
+    tuple of dict
+        (parameters, v, s), the same dicts, their arrays updated.
+
+    Raises
+    ------
+    KeyError, TypeError, ValueError
+        As update_parameters_with_gd; also for v and s, and t < 1 or not an
+        integer. Nothing is modified.
+
+    References
+    ----------
+    Kingma and Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+    the classic deep-learning course, "Optimization methods".
+    """
     _adam(parameters, grads, v, s, t, learning_rate, beta1, beta2, epsilon)
     return parameters, v, s
 
 
 def random_mini_batches(X, Y, mini_batch_size=64, seed=0):
-    """Shuffle the examples (columns) of X and Y together and cut them into
-    mini-batches of `mini_batch_size`; the last one holds the remainder.
+    """Shuffle the examples and cut them into mini-batches, as the course does.
 
-    The permutation is the course's, np.random.seed(seed);
-    np.random.permutation(m), drawn from a private RandomState so NumPy's
-    global random state is left alone. Returns a list of (X_batch, Y_batch)."""
+    The permutation is the course's, ``np.random.seed(seed);
+    np.random.permutation(m)``, drawn from a private RandomState so NumPy's
+    global random state is left alone. Every complete batch is returned (the
+    seed notes' version returned only the remainder).
+
+    Parameters
+    ----------
+    X : array_like, shape (n_x, m)
+        Inputs, one example per column.
+    Y : array_like, shape (n_y, m)
+        Labels, one example per column.
+    mini_batch_size : int, default 64
+        Examples per batch, >= 1; the last batch holds the remainder.
+    seed : int, default 0
+
+    Returns
+    -------
+    list of tuple
+        (mini_batch_X, mini_batch_Y) pairs, views of the shuffled copies.
+
+    Raises
+    ------
+    ValueError
+        X or Y is not 2-D, their numbers of columns differ, or
+        mini_batch_size < 1.
+    TypeError
+        mini_batch_size is not an integer.
+    """
     X = np.asarray(X)
     Y = np.asarray(Y)
     if X.ndim != 2 or Y.ndim != 2:

@@ -21,13 +21,53 @@ __all__ = ["CosineDecay", "ExponentialDecay", "Schedule", "ScheduleLRDecay", "St
 
 
 def update_lr(learning_rate0, epoch_num, decay_rate):
-    """The course's learning-rate decay: learning_rate0 / (1 + decay_rate * epoch_num)."""
+    """The course's learning-rate decay.
+
+    Parameters
+    ----------
+    learning_rate0 : float
+        The initial learning rate.
+    epoch_num : int
+        The epoch (or step) number, from 0.
+    decay_rate : float
+        Decay per epoch.
+
+    Returns
+    -------
+    float
+        ``1 / (1 + decay_rate * epoch_num) * learning_rate0``, the course's
+        expression in its order.
+
+    References
+    ----------
+    The classic deep-learning course, "Optimization methods" (learning-rate decay).
+    """
     return 1 / (1 + decay_rate * epoch_num) * learning_rate0
 
 
 def schedule_lr_decay(learning_rate0, epoch_num, decay_rate, time_interval=1000):
-    """The course's decay in steps, once every `time_interval` epochs:
-    learning_rate0 / (1 + decay_rate * floor(epoch_num / time_interval))."""
+    """The course's learning-rate decay in steps, once every `time_interval` epochs.
+
+    Parameters
+    ----------
+    learning_rate0 : float
+        The initial learning rate.
+    epoch_num : int
+        The epoch number, from 0.
+    decay_rate : float
+        Decay per interval.
+    time_interval : int, default 1000
+        Epochs per step of the decay.
+
+    Returns
+    -------
+    float
+        ``1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0``.
+
+    References
+    ----------
+    The classic deep-learning course, "Optimization methods" (fixed interval scheduling).
+    """
     return 1 / (1 + decay_rate * (epoch_num // time_interval)) * learning_rate0
 
 
@@ -72,7 +112,15 @@ class Schedule:
 
 
 class UpdateLR(Schedule):
-    """The course's `update_lr`: 1 / (1 + decay_rate * step) * learning_rate0."""
+    """The course's `update_lr` as a schedule: 1 / (1 + decay_rate * step) * learning_rate0.
+
+    Parameters
+    ----------
+    learning_rate0 : float
+        The rate at step 0, >= 0.
+    decay_rate : float
+        >= 0.
+    """
 
     _args = ("learning_rate0", "decay_rate")
     _kind = 1
@@ -131,7 +179,17 @@ class ExponentialDecay(Schedule):
 
 
 class StepDecay(Schedule):
-    """learning_rate0 * gamma ** floor(step / step_size), as torch's StepLR."""
+    """learning_rate0 * gamma ** floor(step / step_size), as torch's StepLR.
+
+    Parameters
+    ----------
+    learning_rate0 : float
+        The rate at step 0, >= 0.
+    step_size : int
+        Steps between decays, >= 1.
+    gamma : float, default 0.1
+        The factor of each decay, >= 0.
+    """
 
     _args = ("learning_rate0", "step_size", "gamma")
     _kind = 4

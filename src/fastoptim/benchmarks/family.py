@@ -37,7 +37,7 @@ class Spec:
         self.torch_cls = torch_cls
         self.torch_kw = dict(torch_kw or {}, lr=LR)
         self.fused = fused
-        self.nstates = len(self.make({"w": np.zeros(1)}).state_arrays())
+        self.nstates = len(self.make({"w": np.zeros(1)}).state)
         self.streams = 3 + 2 * self.nstates
         B.ALGORITHMS[self.name] = B.Algorithm(
             self.name, title, self.streams,
@@ -46,36 +46,35 @@ class Spec:
     def make(self, params):
         import fastoptim
 
-        return _Object(getattr(fastoptim, self.cls)(params, **self.kwargs))
+        return getattr(fastoptim, self.cls)(params, **self.kwargs)
 
 
-class _Object:
-    def __init__(self, opt):
-        self.opt = opt
-
-    def state_arrays(self):
-        return [d for d in self.opt.state.values()]
+# torch.optim's counterpart of each optimizer class (same defaults but the
+# learning rate) and whether torch has a fused CPU kernel for it; a class not
+# listed has none.
+TORCH_OF = {"GD": ("SGD", {}, True), "SGD": ("SGD", {}, True), "Adam": ("Adam", {}, True),
+            "AdamW": ("AdamW", {}, True), "NAdam": ("NAdam", {}, False),
+            "RAdam": ("RAdam", {}, False), "Adamax": ("Adamax", {}, False),
+            "Adagrad": ("Adagrad", {}, True), "RMSprop": ("RMSprop", {}, False)}
+# Beyond each class's defaults: the options that change an update's traffic.
+VARIANTS = [
+    ("SGD", "SGD momentum+nesterov", dict(momentum=0.9, nesterov=True)),
+    ("Adam", "Adam amsgrad", dict(amsgrad=True)),
+    ("RMSprop", "RMSprop centered+mom.", dict(centered=True, momentum=0.9)),
+]
 
 
 def _specs():
-    return [
-        Spec("gd", "GD (SGD, no momentum)", "SGD", {}, "SGD", {}, fused=True),
-        Spec("sgd", "SGD momentum+nesterov", "SGD", dict(momentum=0.9, nesterov=True), "SGD",
-             dict(momentum=0.9, nesterov=True), fused=True),
-        Spec("adam", "Adam", "Adam", {}, "Adam", {}, fused=True),
-        Spec("adamw", "AdamW", "AdamW", dict(weight_decay=WD), "AdamW", dict(weight_decay=WD),
-             fused=True),
-        Spec("adam-amsgrad", "Adam amsgrad", "Adam", dict(amsgrad=True), "Adam",
-             dict(amsgrad=True), fused=True),
-        Spec("nadam", "NAdam", "NAdam", {}, "NAdam", {}),
-        Spec("radam", "RAdam", "RAdam", {}, "RAdam", {}),
-        Spec("adamax", "Adamax", "Adamax", {}, "Adamax", {}),
-        Spec("adagrad", "Adagrad", "Adagrad", {}, "Adagrad", {}, fused=True),
-        Spec("rmsprop", "RMSprop", "RMSprop", {}, "RMSprop", {}),
-        Spec("rmsprop-centered-momentum", "RMSprop centered+mom.", "RMSprop",
-             dict(centered=True, momentum=0.9), "RMSprop", dict(centered=True, momentum=0.9)),
-        Spec("lion", "Lion", "Lion", {}),
-    ]
+    """Every optimizer class with its defaults, then the variants."""
+    from .. import optimizers
+
+    specs = []
+    rows = [(cls, cls, {}) for cls in optimizers.__all__ if cls != "Optimizer"] + VARIANTS
+    for cls, title, kwargs in rows:
+        torch_cls, torch_kw, fused = TORCH_OF.get(cls, (None, {}, False))
+        specs.append(Spec(title.lower().replace(" ", "-").replace("+", "-"), title, cls, kwargs,
+                          torch_cls, dict(torch_kw, **kwargs), fused))
+    return specs
 
 
 SPECS = _specs()
@@ -91,7 +90,7 @@ def _register(spec):
     def ours(inputs):
         B._core()
         p, _, _ = inputs.fresh()
-        opt = spec.make(p).opt
+        opt = spec.make(p)
         opt.step(inputs.grads)  # steady state: t > 1 from here on
         return functools.partial(opt.step, inputs.grads)
 

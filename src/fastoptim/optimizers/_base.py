@@ -11,6 +11,7 @@ here), pickling, the docstring's parameter list and the benchmarks' byte counts.
 import inspect
 import math
 import numbers
+import textwrap
 import warnings
 import weakref
 from bisect import bisect_right
@@ -698,7 +699,7 @@ def _parameters_doc(cls):
 
     def entry(name, kind, doc):
         lines.append(f"{name} : {kind}")
-        lines.append("    " + doc)
+        lines.extend(textwrap.wrap(doc, 79, initial_indent="    ", subsequent_indent="    "))
 
     entry("parameters", *_COMMON_DOC["parameters"])
     entry("learning_rate", _COMMON_DOC["learning_rate"][0] + f", default {cls.declaration.learning_rate}",
@@ -719,20 +720,24 @@ def _parameters_doc(cls):
         entry(name, kind + (", default None" if name == "max_grad_norm" else
                             ", default False" if name == "skip_nonfinite" else ", default True"),
               doc)
-    lines += ["", "Raises", "------",
-              "TypeError",
-              "    `parameters` is not a dict of floating-point arrays keyed by str, or a "
-              "setting has the wrong type (named).",
-              "ValueError",
-              "    A setting is out of range (named), or an array is read-only or shares "
-              "memory with another.",
-              "", "Notes", "-----",
-              "``step(grads)`` updates every parameter from ``grads['d' + key]`` in place "
-              "and returns True (False when skip_nonfinite skipped the step); bad "
-              "gradients raise an error naming the key, with nothing changed. "
-              "``state_dict()``/``load_state_dict()`` save and restore the state; settings "
-              "may be changed between steps through the attributes of the same names."]
+    lines += ["", "Raises", "------", "TypeError"]
+    lines += _wrap("`parameters` is not a dict of floating-point arrays keyed by str, or a "
+                   "setting has the wrong type (named).")
+    lines += ["ValueError"]
+    lines += _wrap("A setting is out of range (named), or an array is read-only or shares "
+                   "memory with another.")
+    lines += ["", "Notes", "-----"]
+    lines += _wrap("``step(grads)`` updates every parameter from ``grads['d' + key]`` in "
+                   "place and returns True (False when skip_nonfinite skipped the step); bad "
+                   "gradients raise an error naming the key, with nothing changed. "
+                   "``state_dict()``/``load_state_dict()`` save and restore the state; "
+                   "settings may be changed between steps through the attributes of the same "
+                   "names.", indent="")
     return "\n".join(lines)
+
+
+def _wrap(text, indent="    "):
+    return textwrap.wrap(text, 79, initial_indent=indent, subsequent_indent=indent)
 
 
 # --- checks and the arena ---------------------------------------------------------------------
