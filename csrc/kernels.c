@@ -30,16 +30,19 @@
 #define SFX f32
 #define FO_SQRT sqrtf
 #define FO_FABS fabsf
+#define FO_L2_SUM(g, wd, p) ((float)((double)(g) + (double)(wd) * (double)(p)))
 #include "kernels.inc"
 #undef T
 #undef SFX
 #undef FO_SQRT
 #undef FO_FABS
+#undef FO_L2_SUM
 
 #define T double
 #define SFX f64
 #define FO_SQRT sqrt
 #define FO_FABS fabs
+#define FO_L2_SUM(g, wd, p) ((g) + (wd) * (p))
 #include "kernels.inc"
 #undef T
 #undef SFX

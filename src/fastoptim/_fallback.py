@@ -230,7 +230,8 @@ def _(p, gi, s, c, f):
     if f & RMSPROP_CENTERED:
         ga *= c["alpha"]
         ga += (1.0 - c["alpha"]) * gi
-        d = np.sqrt(sq - ga * ga) + c["eps"]
+        # the variance is >= 0 exactly; rounding may make it negative
+        d = np.sqrt(_max(sq - ga * ga, 0.0)) + c["eps"]
     else:
         d = np.sqrt(sq) + c["eps"]
     if f & RMSPROP_MOMENTUM:
@@ -254,6 +255,16 @@ def _(p, gi, s, c, f):
     p -= c["lr"] * _sign(ci)
     m *= c["beta2"]
     m += (1.0 - c["beta2"]) * gi
+
+
+def _l2_sum(g, wd, p):
+    """g + wd*p with one rounding in float32 (the product of two floats is exact
+    in double, then the sum is rounded once), as torch's fused add; in float64
+    with two roundings (the kernels' FO_L2_SUM)."""
+    if p.dtype == np.float32:
+        wd32 = np.float64(np.float32(wd))
+        return (g.astype(np.float64) + wd32 * p.astype(np.float64)).astype(np.float32)
+    return g + wd * p
 
 
 def _max(a, b):
@@ -301,7 +312,7 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
         if wd != 0.0:
             fa |= decay
         if fa & DECAY_L2:
-            gi = gi + wd * p
+            gi = _l2_sum(gi, wd, p)
         if fa & DECAY_DECOUPLED:
             p *= 1.0 - lr * wd
         r.update(p, gi, s, c, fa)
