@@ -237,3 +237,17 @@ def test_optimizer_gradient_that_is_its_own_parameter_or_state(info, arena):
     for name in a.state:
         for k in a.state[name]:
             assert_same_bits(a.state[name][k], b.state[name][k], f"{name}[{k}]")
+
+
+@pytest.mark.parametrize("info", db.INFOS, ids=repr)
+def test_gradient_owning_the_memory_its_parameter_views(info):
+    """arena=False with a parameter that is a reversed view of an array given
+    as its own gradient: the step reads the gradient as it was (a copy)."""
+    buf = np.random.default_rng(3).standard_normal(40)
+    twin = buf.copy()
+    a = info.make({"W": buf[::-1]}, arena=False)
+    b = info.make({"W": twin[::-1]}, arena=False)
+    for _ in range(2):
+        a.step({"dW": buf})
+        b.step({"dW": twin.copy()})
+    assert_same_bits(buf, twin, info.name)

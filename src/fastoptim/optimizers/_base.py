@@ -174,10 +174,17 @@ class Optimizer(_backend.Stepper):
                 a.fill(value)
         self._groups = _groups(self._params)
         self._written = _written_spans(self._params, self._state)
+        self._written_roots = {id(_root(a)) for a in self._written[2]}
         rows = [[self._params[k]] + [self._state[n]["d" + k] if keep else None
                                      for n, keep in zip(names, self._slots)]
                 for k in self._keys]
         self._bind(self.declaration.rule, list(self._keys), rows)
+        # the NumPy step's arrays, by dtype group: (index, key, p, state slots)
+        self._arrays_by_group = {
+            group[0]: [(i, self._keys[i], np.asarray(rows[i][0]),
+                        [None if a is None else np.asarray(a) for a in rows[i][1:]])
+                       for i in group]
+            for group in self._groups}
         self._configure_step()
         if arena:
             parameters.update(self._params)
@@ -257,17 +264,10 @@ class Optimizer(_backend.Stepper):
                     scale = coef
         if self._opts.get("maximize"):
             scale = -scale
-        names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
         hyper, flags, decay = self._rule_hyperparameters(), self._rule_flags(), self._decay_style()
         scalars = self._scalars
         for group in self._groups:
-            rows = []
-            for i in group:
-                k = self._keys[i]
-                p = np.asarray(self._params[k])
-                s = [np.asarray(self._state[n]["d" + k]) if keep else None
-                     for n, keep in zip(names, self._slots)]
-                rows.append((p, gs[i], s, self._wd[k]))
+            rows = [(p, gs[i], s, self._wd[k]) for i, k, p, s in self._arrays_by_group[group[0]]]
             new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
         if self._groups:
             self._scalars = new
@@ -286,7 +286,9 @@ class Optimizer(_backend.Stepper):
             label = f"grads[{dkey!r}]"
             check.parameter(label, g)
             check._same_shape(label, g, f"parameters[{k!r}]", p)
-            if g.size and self._overlaps_written(g):
+            # an array that owns its memory shares it only with views of itself
+            if g.size and (g.base is not None or id(g) in self._written_roots) \
+                    and self._overlaps_written(g):
                 g = g.copy()
             out.append(np.asarray(g).astype(p.dtype, copy=False))
         return out
