@@ -345,7 +345,6 @@ def check_settings(r, t, learning_rate, hyper, names, flags, decay, grad_scale, 
     return t, lr, h, sc, int(flags), gs
 
 
-@_silent
 def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
            weight_decay=0.0, decay=0, grad_scale=1.0, scalars=(), names=None,
            state_names=None):
