@@ -342,3 +342,18 @@ def test_no_allocation_that_grows_with_the_arrays():
     finally:
         tracemalloc.stop()
     assert peak < 64 * 1024
+
+
+def test_a_call_without_arrays_still_checks_and_advances_the_scalar_state():
+    """(Found by tests/test_fuzz_core.py.) No parameters: the flags and decay
+    style are still checked, and NAdam's mu_product still advances, as in the twin."""
+    for M in (core, _fallback):
+        assert M.update("nadam", {}, {}, ({}, {}), 3, 0.1, (0.9, 0.99, 1e-8, 0.004),
+                        scalars=(0.5,)) == _fallback.update(
+            "nadam", {"W": np.zeros(1)}, {"dW": np.zeros(1)}, ({"dW": np.zeros(1)},
+                                                                {"dW": np.zeros(1)}),
+            3, 0.1, (0.9, 0.99, 1e-8, 0.004), scalars=(0.5,))
+        with pytest.raises(ValueError, match="weight decay style"):
+            M.update("sgd", {}, {}, (None,), 1, 0.1, (0.0, 0.0), decay=DEC)
+        with pytest.raises(ValueError, match="weight decay style"):
+            M.update("sgd", {}, {}, (None,), 1, 0.1, (0.0, 0.0), decay=-1)

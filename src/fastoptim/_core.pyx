@@ -414,9 +414,9 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     cdef Call c
     cdef RuleInfo *info
     cdef unsigned f = 0
-    cdef int rc
-    if (hit != NULL and type(flags) is int and type(decay) is int and type(states) is tuple
-            and type(hyper) is tuple and type(scalars) is tuple):
+    cdef int rc, dtype
+    if (hit != NULL and type(flags) is int and type(decay) is int and 0 <= decay < 1024
+            and type(states) is tuple and type(hyper) is tuple and type(scalars) is tuple):
         r = <int><object>hit
         info = &_rules[r]
         f = <unsigned>flags if 0 <= flags < 64 else ~0u
@@ -433,16 +433,16 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
                 if (_gather(&c, parameters, grads, states)
                         and _decay(&c, parameters, weight_decay)):
                     st.weight_decay = c.wd
-                    rc = 0
-                    if c.k:
-                        if c.total < NOGIL_MIN:
-                            rc = fo_update(r, _dtype_of(c.typenum), c.k, c.x, c.n, &st)
-                        else:
-                            with nogil:
-                                rc = fo_update(r, _dtype_of(c.typenum), c.k, c.x, c.n, &st)
+                    # no arrays: the rule still checks its flags and decay style and
+                    # advances its scalar state
+                    dtype = _dtype_of(c.typenum) if c.k else FO_F64
+                    if c.total < NOGIL_MIN:
+                        rc = fo_update(r, dtype, c.k, c.x, c.n, &st)
+                    else:
+                        with nogil:
+                            rc = fo_update(r, dtype, c.k, c.x, c.n, &st)
                     if rc == 0:
-                        return tuple(st.scalars[j] for j in range(info.nscalars)) \
-                            if c.k else tuple(scalars)
+                        return tuple(st.scalars[j] for j in range(info.nscalars))
             finally:
                 _free(&c)
     return _fallback.update(rule, parameters, grads, states, t, learning_rate, hyper,

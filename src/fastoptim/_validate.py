@@ -127,7 +127,8 @@ def gather(parameters, grads, states=()):
         # Subclasses (np.matrix, masked arrays) are updated as plain arrays, as
         # the C kernels do: elementwise, every element.
         entry[0] = np.asarray(entry[0])
-        entry[1] = np.asarray(g).astype(entry[0].dtype, copy=False)
+        with np.errstate(all="ignore"):  # a value beyond the dtype's range becomes Inf
+            entry[1] = np.asarray(g).astype(entry[0].dtype, copy=False)
         entry[2] = [np.asarray(a) for a in entry[2]]
     return entries
 

@@ -290,7 +290,8 @@ class Optimizer(_backend.Stepper):
             if g.size and (g.base is not None or id(g) in self._written_roots) \
                     and self._overlaps_written(g):
                 g = g.copy()
-            out.append(np.asarray(g).astype(p.dtype, copy=False))
+            with np.errstate(all="ignore"):  # a value beyond the dtype's range becomes Inf
+                out.append(np.asarray(g).astype(p.dtype, copy=False))
         return out
 
     def _overlaps_written(self, g):
