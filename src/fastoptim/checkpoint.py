@@ -397,9 +397,10 @@ def _npy_header(f, where):
                    else np.lib.format.read_array_header_2_0)
     try:
         shape, fortran, dtype = read_header(io.BytesIO(length + text))
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-        # MemoryError and RecursionError: Python's parser on a deeply nested
-        # header (at most _MAX_HEADER bytes), not a large allocation
+    except Exception as exc:
+        # NumPy parses the header with ast and tokenize, which raise many kinds
+        # (tokenize.TokenError; MemoryError on deep nesting, not a large
+        # allocation: the text is at most _MAX_HEADER bytes)
         raise _Refused(f"{where}: bad .npy header ({type(exc).__name__}: {exc})") from None
     if not all(type(d) is int and d >= 0 for d in shape):
         raise _Refused(f"{where}: bad .npy shape {shape!r}")
