@@ -232,7 +232,7 @@ def test_the_valid_file_loads_exactly(kind, workdir):
 # --- property tests ----------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=examples(40), **SETTINGS)
+@settings(max_examples=examples(30), **SETTINGS)
 @given(data=st.data())
 def test_cut_at_any_byte(kind, workdir, data):
     valid = source(kind)
@@ -241,7 +241,7 @@ def test_cut_at_any_byte(kind, workdir, data):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=examples(60), **SETTINGS)
+@settings(max_examples=examples(50), **SETTINGS)
 @given(data=st.data())
 def test_flipped_bytes(kind, workdir, data):
     """Any bytes flipped: an error, or (flips in fields nothing reads, e.g. a
@@ -359,7 +359,7 @@ def edited_archives(draw, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=examples(80), **SETTINGS)
+@settings(max_examples=examples(60), **SETTINGS)
 @given(data=st.data())
 def test_edited_entries(kind, workdir, data):
     attempt(data.draw(edited_archives(kind), label="file"), kind, workdir,
@@ -394,7 +394,7 @@ def forged_directories(draw, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=examples(40), **SETTINGS)
+@settings(max_examples=examples(30), **SETTINGS)
 @given(data=st.data())
 def test_forged_directories(kind, workdir, data):
     attempt(data.draw(forged_directories(kind), label="file"), kind, workdir)
