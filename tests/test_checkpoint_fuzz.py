@@ -98,7 +98,8 @@ def archive(items, compress=False):
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED if compress else
                              zipfile.ZIP_STORED) as z:
             for name, data in items:
-                z.writestr(name, data)
+                # zipfile ends a name at NUL and cannot write an empty one
+                z.writestr(name.split("\x00")[0] or "x", data)
     return buf.getvalue()
 
 
