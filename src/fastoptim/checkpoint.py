@@ -152,15 +152,14 @@ def _create_temporary(directory, base):
         except OSError:  # a filesystem without locks: no cleaner can lock it either
             return tmp, fd
         try:
-            ours = os.path.samestat(os.lstat(tmp), os.fstat(fd))
+            os.lstat(tmp)
         except FileNotFoundError:
-            ours = False
-        if ours:
-            return tmp, fd
-        # A cleaner locked and removed it before we locked it: start over.
-        os.close(fd)
-        with _writing_lock:
-            _writing.discard(tmp)
+            # A cleaner locked and removed it before we locked it: start over.
+            os.close(fd)
+            with _writing_lock:
+                _writing.discard(tmp)
+            continue
+        return tmp, fd
 
 
 def _remove_dead_temporaries(directory, base):
