@@ -292,3 +292,55 @@ def test_restored_schedule_that_overflows():
     with pytest.raises(ValueError, match="learning-rate schedule"):
         for g in grads[3:]:
             opt.step(g)
+
+
+def _npz_with(path, sd, key, npy_bytes, method):
+    """`sd` as an .npz (np.savez's layout), with entry `key` replaced by raw
+    .npy bytes stored with zip method `method`."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in sd.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(v))
+            data = npy_bytes if k == key else buf.getvalue()
+            z.writestr(k + ".npy", data, compress_type=method)
+
+
+def _npy_header(shape):
+    text = repr({"descr": "<f8", "fortran_order": False, "shape": shape}).encode()
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+@pytest.mark.xfail(strict=True, raises=(AssertionError, MemoryError),
+                   reason="load_state_dict reads every entry of what np.load returns in "
+                   "full before checking it: a compressed entry that expands to 64 MiB is "
+                   "expanded, a forged shape is allocated")
+@pytest.mark.parametrize("case", ["bomb", "huge-shape"])
+def test_npz_file_given_to_load_state_dict(case, tmp_path):
+    """load_state_dict accepts what np.load returns, which reads an entry
+    when it is looked up: a hostile .npz must be refused within a small
+    budget, as load_checkpoint refuses it."""
+    import tracemalloc
+    import zipfile
+
+    params, opt = make(db.BY_NAME["Adam"], 0.01, seed=4)
+    sd = opt.state_dict()
+    path = tmp_path / "state.npz"
+    if case == "bomb":     # 64 MiB of zeros, deflated, for an entry of 240 bytes
+        npy = _npy_header((8 << 20,)) + bytes(64 << 20)
+        _npz_with(path, sd, "v/dW1", npy, zipfile.ZIP_DEFLATED)
+    else:                  # 2**37 float64 elements declared, 16 bytes stored
+        _npz_with(path, sd, "v/dW1", _npy_header((2**37,)) + bytes(16), zipfile.ZIP_STORED)
+    before = state_of(opt, params)
+    tracemalloc.start()
+    try:
+        with np.load(path) as npz, pytest.raises(ERRORS):
+            opt.load_state_dict(npz)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_same_state(state_of(opt, params), before, "after a refused load")
+    assert peak < 4 << 20, f"the load allocated {peak} bytes"
