@@ -212,7 +212,12 @@ def attempt(data, kind, workdir, with_optimizer=True):
     stored = {k[len("optimizer/"):]: v for k, v in entries.items() if k.startswith("optimizer/")}
     for k, v in stored.items():
         if k in sd:
-            assert same(sd[k], v) if isinstance(sd[k], np.ndarray) else sd[k] == v.item(), k
+            if isinstance(sd[k], np.ndarray):
+                assert same(sd[k], v), k
+            elif isinstance(sd[k], float):  # numbers are restored as floats
+                assert sd[k] == float(v.item()), k
+            else:
+                assert sd[k] == v.item(), k
         else:  # options at their defaults are left out of a state dict
             assert v.shape == () and not v.item(), f"{k}={v!r} was not restored"
     for k in sd.keys() - stored.keys():  # only a learning rate the file lacks stays as it was
