@@ -19,6 +19,7 @@ import functools
 import io
 import os
 import struct
+import tempfile
 import tracemalloc
 import warnings
 import zipfile
@@ -61,10 +62,8 @@ KINDS = ["adam", "nadam"]
 
 
 @functools.lru_cache(maxsize=None)
-def source(kind, tmp=[]):
+def source(kind):
     """The valid checkpoint's bytes."""
-    import tempfile
-
     params = init(3)
     lr = 0.02 if kind == "adam" else schedules.CosineDecay(0.01, 50, warmup_steps=5)
     opt = build(kind, params, lr)
