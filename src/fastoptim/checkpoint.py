@@ -24,19 +24,21 @@ file created an instant before its writer locked it; the writer checks, once
 it holds its lock, that its file is still there and starts over with a new one
 if not. Without fcntl (Windows) nothing is removed.
 
-Loading. load_checkpoint bounds everything it reads before reading it: from
-the zip directory, every entry must be a .npy member, unencrypted, stored or
-deflated, at most once; its declared size must fit what the destination needs
-(the parameter or state array it is loaded into, or a small scalar). From each
-member's .npy header, before any data is read: a plain dtype (no object,
-structured or subarray dtypes), a shape whose size matches the member's stored
-size, and, for a parameter, the parameter's shape and dtype. The zip reader
-never yields more than a member's declared size, so a compressed member that
-would expand further cannot use more memory. The whole file is checked
-against the parameters and the optimizer before anything is written, then the
-values are copied into the existing arrays (the optimizer's arena stays in
-place). A bad file raises ValueError, KeyError or TypeError naming the file
-and the entry, and changes nothing.
+Loading. load_checkpoint bounds what it reads before reading it. From the
+zip directory: every entry a .npy member, at most once, unencrypted, stored or
+deflated, and not many more optimizer entries than the optimizer has. From
+each member's .npy header (at most _MAX_HEADER bytes, read first): a plain
+dtype (no object, structured or subarray dtypes), a shape whose bytes fit what
+the destination needs (the parameter or state array it is loaded into, or a
+small 0-d scalar) and fill the member exactly, and for a parameter its shape
+and dtype. Only then is the data read, in chunks; the zip reader never yields
+more than a member's declared size and checks its CRC there, so a compressed
+member that would expand further costs nothing (its compression ratio does
+not matter). The whole file is checked against the parameters and the
+optimizer before anything is written, then the values are copied into the
+existing arrays (the optimizer's arena stays in place). A bad file raises
+ValueError, KeyError or TypeError naming the file and the entry, and changes
+nothing.
 """
 import io
 import math
