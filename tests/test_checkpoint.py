@@ -1,6 +1,7 @@
 """Checkpoints (fastoptim.save_checkpoint / load_checkpoint): exact resume,
 atomic saves (a crash mid-save leaves the previous checkpoint intact), and
 loads that check everything before writing anything."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -388,3 +389,232 @@ def test_save_is_durable_in_order(tmp_path, monkeypatch):
     if os.name == "posix":
         expected.append(("fsync", "dir", tmp_path.stat().st_size))
     assert events == expected
+
+
+# --- what a dead writer leaves behind -------------------------------------------------
+# A writer holds a lock on its temporary file for the whole write; the next save
+# removes the temporary files of the same target whose lock it can take (a dead
+# writer's), never one a live writer holds (see fastoptim.checkpoint).
+
+needs_flock = pytest.mark.skipif(importlib.util.find_spec("fcntl") is None,
+                                 reason="leftovers are removed where fcntl.flock exists")
+
+# A child process that saves a checkpoint of `value`s to `path` and stops in the
+# middle of writing it (after 2000 bytes, flushed) until it reads "go".
+WRITER = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    import fastoptim as fo
+    from fastoptim import checkpoint
+
+    path, value = sys.argv[1], float(sys.argv[2])
+
+    class Pausing:
+        def __init__(self, f):
+            self.f, self.n, self.paused = f, 0, False
+        def write(self, data):
+            self.n += len(data)
+            if self.n > 2000 and not self.paused:
+                self.paused = True
+                self.f.flush()
+                print("mid-write", flush=True)
+                if sys.stdin.readline() != "go\\n":
+                    os._exit(5)
+            return self.f.write(data)
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            self.f.close()
+
+    real_open = checkpoint._open
+    checkpoint._open = lambda fd: Pausing(real_open(fd))
+    params = {"W1": np.full((50, 50), value), "b1": np.full((50, 1), value)}
+    fo.save_checkpoint(path, params, fo.Adam(params))
+    print("saved", flush=True)
+    """)
+WRITER_SHAPES = {"W1": (50, 50), "b1": (50, 1)}
+
+
+def start_writers(path, values):
+    """Children paused in the middle of saving `values`; returns [(child, its
+    temporary file)]."""
+    children = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(value)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for value in values]
+    out = []
+    for child in children:
+        line = child.stdout.readline()
+        assert line == "mid-write\n", (line, child.stderr.read() if child.poll() else "")
+        mine = [n for n in os.listdir(os.path.dirname(path))
+                if n.startswith(f".{os.path.basename(path)}.{child.pid}.")]  # pid in the name
+        assert len(mine) == 1, mine
+        out.append((child, os.path.join(os.path.dirname(path), mine[0])))
+    return out
+
+
+def temporaries(directory):
+    return sorted(n for n in os.listdir(directory) if n.endswith(".tmp"))
+
+
+@needs_flock
+def test_next_save_removes_what_killed_writers_left(tmp_path):
+    """Two writers paused mid-write at once (none removes another's file),
+    then killed with SIGKILL: their temporary files stay behind, the previous
+    checkpoint is intact, and the next save of the same target removes them."""
+    import signal
+
+    path, params, sd, live, opt = saved_run(tmp_path)
+    children = start_writers(path, (5.0, 6.0))
+    for child, _ in children:
+        child.send_signal(signal.SIGKILL)
+        child.communicate()
+        assert child.returncode == -signal.SIGKILL
+    left = sorted(os.path.basename(tmp) for _, tmp in children)
+    assert temporaries(tmp_path) == left
+    assert all(os.path.getsize(tmp_path / name) > 0 for name in left)
+    assert_holds(path, params, sd)
+    fo.save_checkpoint(path, live, opt)
+    assert os.listdir(tmp_path) == ["run.npz"]
+    assert_holds(path, params, sd)
+
+
+@needs_flock
+def test_next_save_leaves_a_live_writers_file(tmp_path):
+    """A child paused mid-write keeps its temporary file through another save
+    of the same target, then completes its own save."""
+    path, params, sd, live, opt = saved_run(tmp_path)
+    ((child, tmp),) = start_writers(path, [7.0])
+    try:
+        size = os.path.getsize(tmp)
+        fo.save_checkpoint(path, live, opt)     # our save completes...
+        assert_holds(path, params, sd)
+        assert temporaries(tmp_path) == [os.path.basename(tmp)]  # ...and leaves theirs
+        assert os.path.getsize(tmp) == size
+        out, err = child.communicate("go\n")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0 and out == "saved\n", err
+    assert os.listdir(tmp_path) == ["run.npz"]
+    target = init(seed=1, shapes=WRITER_SHAPES)
+    fo.load_checkpoint(path, target, fo.Adam(init(seed=1, shapes=WRITER_SHAPES)))
+    assert all((a == 7.0).all() for a in target.values())
+
+
+@needs_flock
+def test_next_save_leaves_a_writing_threads_file(tmp_path, monkeypatch):
+    """The same within one process: a thread paused mid-write keeps its file
+    through a save in another thread, then completes its save."""
+    import threading
+
+    path, params, sd, live, opt = saved_run(tmp_path)
+    mid_write, go = threading.Event(), threading.Event()
+    real_open = checkpoint._open
+
+    class Pausing(FailingFile):
+        def write(self, data):
+            if not mid_write.is_set():
+                self._f.write(data)
+                self._f.flush()
+                mid_write.set()
+                go.wait()
+                return len(data)
+            return self._f.write(data)
+
+    def opener(fd):
+        if threading.current_thread() is writer:
+            return Pausing(real_open(fd), 0)
+        return real_open(fd)
+
+    monkeypatch.setattr(checkpoint, "_open", opener)
+    other = init(seed=11)
+    errors = []
+
+    def save_other():
+        try:
+            fo.save_checkpoint(path, other)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    writer = threading.Thread(target=save_other)
+    writer.start()
+    try:
+        assert mid_write.wait(60)
+        (theirs,) = temporaries(tmp_path)
+        fo.save_checkpoint(path, live, opt)
+        assert_holds(path, params, sd)
+        assert temporaries(tmp_path) == [theirs]
+    finally:
+        go.set()
+        writer.join()
+    assert not errors, errors
+    assert os.listdir(tmp_path) == ["run.npz"]
+    target = init(seed=2)
+    fo.load_checkpoint(path, target)
+    assert_bitwise(target, other)
+
+
+@needs_flock
+def test_cleaner_that_wins_the_race_before_the_lock(tmp_path, monkeypatch):
+    """A cleaner can lock and remove a temporary file between its creation and
+    its writer's lock; the writer notices and writes a new one."""
+    path, params, sd, live, opt = saved_run(tmp_path)
+    real = checkpoint.fcntl
+    calls = []
+
+    class Flock:
+        LOCK_EX, LOCK_NB = real.LOCK_EX, real.LOCK_NB
+
+        @staticmethod
+        def flock(fd, op):
+            if op == real.LOCK_EX and not calls:  # the writer's first lock: a cleaner wins
+                for name in temporaries(tmp_path):
+                    checkpoint._remove_if_unlocked(str(tmp_path / name))
+                assert temporaries(tmp_path) == []
+            calls.append(op)
+            return real.flock(fd, op)
+
+    monkeypatch.setattr(checkpoint, "fcntl", Flock)
+    opt.step(grad_seq(np.float64, 4)[3])
+    fo.save_checkpoint(path, live, opt)
+    assert calls.count(real.LOCK_EX) == 2
+    assert os.listdir(tmp_path) == ["run.npz"]
+    assert_holds(path, copy(live), opt.state_dict())
+
+
+@needs_flock
+def test_cleanup_removes_only_this_targets_temporary_files(tmp_path):
+    path, params, sd, live, opt = saved_run(tmp_path)
+    dead = ".run.npz.4242.0123abcd.tmp"             # as a killed writer leaves it
+    keep = [".run.npz.backup.tmp", ".run.npz.4242.0123abc.tmp", ".run.npz.4242.0123abcd.tmp.1",
+            "run.npz.4242.0123abcd.tmp", ".other.npz.4242.0123abcd.tmp", ".run.npz.4242.tmp",
+            ".run.npz.x4242.0123abcd.tmp", "victim"]
+    for name in [dead] + keep:
+        (tmp_path / name).write_bytes(b"x" * 100)
+    (tmp_path / ".run.npz.4243.0123abcd.tmp").mkdir()
+    (tmp_path / ".run.npz.4244.0123abcd.tmp").symlink_to(tmp_path / "victim")
+    keep += [".run.npz.4243.0123abcd.tmp", ".run.npz.4244.0123abcd.tmp"]
+    fo.save_checkpoint(path, live, opt)
+    assert sorted(os.listdir(tmp_path)) == sorted(keep + ["run.npz"])
+    assert (tmp_path / "victim").read_bytes() == b"x" * 100
+
+
+def test_missing_folder_is_named(tmp_path):
+    params = init()
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(FileNotFoundError) as info:
+        fo.save_checkpoint(missing / "c.npz", params)
+    assert info.value.filename == str(missing)
+    assert str(missing / "c.npz") in str(info.value) and ".tmp" not in str(info.value)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError) as info:
+        fo.save_checkpoint(tmp_path / "file" / "c.npz", params)
+    assert info.value.filename == str(tmp_path / "file") and ".tmp" not in str(info.value)
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError) as info:   # the target itself is a folder
+        fo.save_checkpoint(tmp_path / "folder", params)
+    assert info.value.filename == str(tmp_path / "folder") and ".tmp" not in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["file", "folder"]   # no temporary file left
