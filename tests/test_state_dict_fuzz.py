@@ -13,7 +13,7 @@ after which the optimizer is unchanged: its state_dict(), its arrays, and its
 next step (bitwise that of a twin that never saw the dict).
 
 FASTOPTIM_EXAMPLES_SCALE multiplies the examples (a long campaign: e.g. 100
-with --hypothesis-seed). The faults found are the xfail tests at the end.
+with --hypothesis-seed). The faults it found are pinned by the tests at the end.
 """
 import math
 
@@ -218,11 +218,8 @@ def test_hostile_state_dict(info, rate, data):
         assert isinstance(opt.learning_rate, schedules.ExponentialDecay)
 
 
-# --- the faults found (xfail until the optimizer classes are redesigned) --------------
+# --- the faults found, fixed in the redesign --------------------------------------------
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="load_state_dict ignores entries of a stored schedule that the "
-                   "schedule does not take")
 @pytest.mark.parametrize("info", db.INFOS, ids=[i.name for i in db.INFOS])
 def test_unknown_schedule_entries_are_refused(info):
     _, source = make(info, RATES["schedule"], seed=0)
@@ -235,10 +232,6 @@ def test_unknown_schedule_entries_are_refused(info):
     assert opt.learning_rate == 0.01 and opt.state_dict().keys() == before.keys()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="load_state_dict copies the given arrays one by one "
-                   "into the optimizer's buffers, so a given array that is one of those "
-                   "buffers is read after it was overwritten")
 def test_state_arrays_of_the_optimizer_itself():
     """Swapping v and s through the optimizer's own arrays (opt.state is public)."""
     params = db.params()
@@ -258,11 +251,6 @@ NOT_A_NAME = {"one": lambda x: np.array([x]), "none": lambda x: np.array([], dty
               "two": lambda x: np.array([x, x])}
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, pytest.fail.Exception),
-                   reason="load_state_dict compares names with arrays: one element is "
-                   "accepted as the name, none or two give NumPy's 'truth value is "
-                   "ambiguous' (the optimizer's) or 'unhashable type' (the schedule's), "
-                   "which name no key")
 @pytest.mark.parametrize("key", ["optimizer", "learning_rate/schedule"])
 @pytest.mark.parametrize("info", [db.BY_NAME["Adam"], db.BY_NAME["Momentum"]],
                          ids=["Adam", "Momentum"])
@@ -276,10 +264,6 @@ def test_a_name_that_is_not_a_string(info, form, key):
         opt.load_state_dict(sd)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="ExponentialDecay overflows (a Python OverflowError) "
-                   "at a step once its rate grows past float's range; a restored schedule "
-                   "accepts any decay_rate >= 0")
 def test_restored_schedule_that_overflows():
     _, source = make(db.BY_NAME["Adam"], RATES["exponential"], seed=0)
     sd = source.state_dict()
@@ -314,10 +298,6 @@ def _npy_header(shape):
     return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
 
 
-@pytest.mark.xfail(strict=True, raises=(AssertionError, MemoryError),
-                   reason="load_state_dict reads every entry of what np.load returns in "
-                   "full before checking it: a compressed entry that expands to 64 MiB is "
-                   "expanded, a forged shape is allocated")
 @pytest.mark.parametrize("case", ["bomb", "huge-shape"])
 def test_npz_file_given_to_load_state_dict(case, tmp_path):
     """load_state_dict accepts what np.load returns, which reads an entry

@@ -91,7 +91,7 @@ def save_checkpoint(path, parameters, optimizer=None):
     for key, a in _checked_parameters(parameters):
         payload[_PARAMS + key] = a
     if optimizer is not None:
-        for key, value in optimizer._state_items(copy=False).items():
+        for key, value in optimizer.state_dict(copy=False).items():
             a = np.asarray(value)
             if not _plain(a.dtype):
                 raise TypeError(f"{type(optimizer).__name__}'s state {key!r} = {value!r} "
@@ -229,7 +229,7 @@ def load_checkpoint(path, parameters, optimizer=None):
     targets = _checked_parameters(parameters)
     for key, dest in targets:
         check._writable(f"parameters[{key!r}]", dest)
-    now = optimizer._state_items(copy=False) if optimizer is not None else {}
+    now = optimizer.state_dict(copy=False) if optimizer is not None else {}
 
     with _Archive(path) as archive:
         names = archive.members
@@ -274,7 +274,7 @@ def load_checkpoint(path, parameters, optimizer=None):
     apply_state = None
     if optimizer is not None:
         try:
-            apply_state = optimizer._check_state_dict(state)
+            apply_state = optimizer.check_state_dict(state)
         except (KeyError, TypeError, ValueError) as exc:
             raise type(exc)(f"{path}: {_message(exc)}") from None
 
@@ -282,6 +282,29 @@ def load_checkpoint(path, parameters, optimizer=None):
         np.copyto(dest, src)
     if apply_state is not None:
         apply_state()
+
+
+def read_state_dict(npz, optimizer):
+    """The entries of `npz` (an open np.load of a .npz) for `optimizer`, each
+    read within the size its destination needs, as load_checkpoint reads the
+    optimizer's entries: a hostile file is refused before it costs memory.
+    Returns a dict for optimizer.check_state_dict."""
+    label = getattr(npz.fid, "name", None) or "the .npz"
+    now = optimizer.state_dict(copy=False)
+    archive = _Archive.of_zip(npz.zip, label)
+    unknown = [k for k in archive.members if k not in now]
+    if len(unknown) > _EXTRA_ENTRIES:
+        raise ValueError(f"{label}: {len(unknown)} entries that this "
+                         f"{type(optimizer).__name__} does not have, e.g. "
+                         f"{', '.join(map(repr, sorted(unknown)[:5]))}")
+    state = {}
+    for key in archive.members:
+        dest = now.get(key)
+        if isinstance(dest, np.ndarray):
+            state[key] = archive.read(key, budget=dest.nbytes)
+        else:  # every other entry of a state dict is a scalar
+            state[key] = archive.read(key, scalar=True)
+    return state
 
 
 class _Refused(ValueError):
@@ -292,8 +315,23 @@ class _Archive:
     """The .npz at `path`: its directory checked on opening, each member read
     within its bounds by read()."""
 
+    @classmethod
+    def of_zip(cls, archive, label):
+        """An open zip file (np.load's NpzFile.zip), checked as a file is;
+        closing it is its owner's business."""
+        self = cls.__new__(cls)
+        self.path, self._zip, self._file = label, None, None
+        try:
+            self.members = self._members(archive.infolist())
+        except _DAMAGED as exc:
+            raise ValueError(f"{label}: not a readable .npz ({exc})") from None
+        self._zip = archive
+        self._owned = False
+        return self
+
     def __init__(self, path):
         self.path = path
+        self._owned = True
         self._file = open(path, "rb")  # a missing file: FileNotFoundError
         try:
             self._zip = zipfile.ZipFile(self._file)
@@ -336,8 +374,9 @@ class _Archive:
         self.close()
 
     def close(self):
-        self._zip.close()
-        self._file.close()
+        if self._owned:
+            self._zip.close()
+            self._file.close()
 
     def read(self, key, like=None, budget=None, scalar=False):
         """Entry `key` as an array: of `like`'s shape and dtype (a parameter),

@@ -81,7 +81,11 @@ class Schedule:
     _kind = 0  # the compiled step's code for this schedule (0: none)
 
     def __call__(self, step):
-        return self._value(check.integer(step, "step", minimum=0))
+        n = check.integer(step, "step", minimum=0)
+        try:
+            return self._value(n)
+        except OverflowError:  # a rate beyond float's range: the optimizer refuses it
+            return math.inf
 
     def _value(self, n):
         raise NotImplementedError
@@ -263,6 +267,9 @@ def from_state(state):
     """The schedule `to_state` described; `state` maps names to scalars (or
     0-d arrays, as np.load returns them)."""
     name = _scalar(state["schedule"])
+    if not isinstance(name, str):
+        raise TypeError(f"the learning-rate schedule's name must be a str, got "
+                        f"{type(name).__name__}")
     if name not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {name!r}; known: "
                          f"{', '.join(sorted(SCHEDULES))}")
@@ -270,6 +277,9 @@ def from_state(state):
     missing = [a for a in cls._args if a not in state]
     if missing:
         raise KeyError(f"learning-rate schedule {name} needs {missing[0]!r}")
+    unknown = sorted(k for k in state if k != "schedule" and k not in cls._args)
+    if unknown:
+        raise KeyError(f"learning-rate schedule {name} takes no {', '.join(map(repr, unknown))}")
     return cls(**{a: _scalar(state[a]) for a in cls._args})
 
 

@@ -414,8 +414,14 @@ class Optimizer(_backend.Stepper):
 
     # --- state_dict -----------------------------------------------------------------
 
-    def state_dict(self):
+    def state_dict(self, copy=True):
         """The optimizer's state as a flat dict that np.savez can store.
+
+        Parameters
+        ----------
+        copy : bool, default True
+            Copies of the state arrays; False gives the optimizer's own arrays
+            (for writing them out without a copy; do not modify them).
 
         Returns
         -------
@@ -428,7 +434,7 @@ class Optimizer(_backend.Stepper):
             rule's scalar state (e.g. NAdam's "mu_product"), and copies of
             the state arrays as "<state>/d<key>" (e.g. "v/dW1", "s/dW1").
         """
-        return self._state_items(copy=True)
+        return self._state_items(check.flag(copy, "copy"))
 
     def _state_items(self, copy):
         items = {"optimizer": type(self).__name__, "t": self._t}
@@ -473,10 +479,33 @@ class Optimizer(_backend.Stepper):
             (e.g. amsgrad) that differs. Everything is checked before anything
             changes: on any error the optimizer is left as it was.
         """
-        self._check_state_dict(state_dict)()
+        self.check_state_dict(state_dict)()
 
-    def _check_state_dict(self, state_dict):
-        """Check `state_dict` entirely; return a function that applies it."""
+    def check_state_dict(self, state_dict):
+        """Check `state_dict` entirely, changing nothing.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            As for load_state_dict; an open np.load of a .npz is read entry by
+            entry, each within the size its destination needs.
+
+        Returns
+        -------
+        callable
+            A function of no arguments that applies it (load_state_dict calls
+            it at once; save and load of checkpoints check the parameters too
+            before applying anything).
+
+        Raises
+        ------
+        KeyError, TypeError, ValueError
+            As load_state_dict.
+        """
+        if isinstance(state_dict, np.lib.npyio.NpzFile):
+            from ..checkpoint import read_state_dict
+
+            state_dict = read_state_dict(state_dict, self)
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
         sd = {}
@@ -493,6 +522,9 @@ class Optimizer(_backend.Stepper):
                 raise KeyError(f"state_dict has no key {key!r} (needed by {name})") from None
 
         owner = take("optimizer")
+        if not isinstance(owner, str):
+            raise TypeError(f"state_dict['optimizer'] must be a str (the class name), got "
+                            f"{type(owner).__name__}")
         if owner != name:
             raise ValueError(f"state_dict is for {owner!r}, not {name!r}")
         t = take("t")
@@ -528,7 +560,11 @@ class Optimizer(_backend.Stepper):
         elif "learning_rate/schedule" in sd:
             prefix = "learning_rate/"
             entries = {k[len(prefix):]: sd.pop(k) for k in list(sd) if k.startswith(prefix)}
-            lr = _schedules.from_state(entries)
+            try:
+                lr = _schedules.from_state(entries)
+            except (KeyError, TypeError, ValueError) as exc:
+                message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+                raise type(exc)(f"state_dict['learning_rate/schedule']: {message}") from None
 
         copies = []
         for state_name, d in self._state.items():
@@ -546,6 +582,8 @@ class Optimizer(_backend.Stepper):
                 if src.dtype != dest.dtype:
                     raise TypeError(f"state_dict[{key!r}] has dtype {src.dtype} but the "
                                     f"optimizer's {key} has dtype {dest.dtype}")
+                if id(_root(src)) in self._written_roots:  # one of our own arrays
+                    src = src.copy()
                 copies.append((dest, src))
         if sd:
             raise KeyError(f"state_dict has unexpected keys for {name}: "
