@@ -724,7 +724,7 @@ _COMMON_DOC = {
                       "Clip by global norm (Pascanu et al. 2013): one fused pass measures "
                       "the norm of all gradients together, and the update scales them by "
                       "min(1, max_grad_norm / (norm + 1e-6)) as it reads them (torch's "
-                      "clip_grad_norm_ rule); the gradient arrays are not modified."),
+                      "``clip_grad_norm_`` rule); the gradient arrays are not modified."),
     "skip_nonfinite": ("bool",
                        "If any gradient element is Inf or NaN, skip the step: parameters, "
                        "state and t stay unchanged and step() returns False."),
