@@ -1,0 +1,23 @@
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+_Arrays = dict[str, NDArray[Any]]
+_P = TypeVar("_P", bound=_Arrays)
+_S = TypeVar("_S", bound=_Arrays)
+
+def update_parameters_with_gd(parameters: _P, grads: _Arrays, learning_rate: float) -> _P: ...
+def initialize_velocity(parameters: _Arrays) -> _Arrays: ...
+def update_parameters_with_momentum(
+    parameters: _P, grads: _Arrays, v: _S, beta: float, learning_rate: float
+) -> tuple[_P, _S]: ...
+def initialize_adam(parameters: _Arrays) -> tuple[_Arrays, _Arrays]: ...
+def update_parameters_with_adam(
+    parameters: _P, grads: _Arrays, v: _S, s: _S, t: int, learning_rate: float = 0.01,
+    beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+) -> tuple[_P, _S, _S]: ...
+def random_mini_batches(
+    X: ArrayLike, Y: ArrayLike, mini_batch_size: int = 64, seed: int = 0
+) -> list[tuple[NDArray[Any], NDArray[Any]]]: ...
+def with_backend(update: Callable[..., Any]) -> dict[str, Callable[..., None]]: ...
