@@ -83,8 +83,25 @@ _writing_lock = threading.Lock()
 # --- saving ---------------------------------------------------------------------------
 
 def save_checkpoint(path, parameters, optimizer=None):
-    """Write `parameters` (a dict of arrays) and `optimizer`'s state (when given)
-    to `path`, atomically. The path is used as given (no suffix is added)."""
+    """Write `parameters` and `optimizer`'s state to `path`, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write, used as given (no suffix is added). It is replaced
+        by a rename, so a crash mid-save leaves the previous file intact.
+    parameters : dict of str to numpy.ndarray
+        Arrays of plain dtypes (numbers or strings).
+    optimizer : fastoptim optimizer object, optional
+        Its state_dict() is stored alongside.
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder does not exist (it is named).
+    TypeError
+        An array or an optimizer entry cannot be stored (named).
+    """
     path = os.fspath(path)
     _check_optimizer(optimizer)
     payload = {_MARK: np.asarray(FORMAT)}
@@ -220,10 +237,29 @@ def _error_naming(exc, path, filename):
 # --- loading --------------------------------------------------------------------------
 
 def load_checkpoint(path, parameters, optimizer=None):
-    """Read `path` into `parameters` (in place: each array keeps its identity)
-    and `optimizer` (when given). The checkpoint must hold exactly the dict's
-    keys, with the same shapes and dtypes, and the optimizer's state; anything
-    wrong raises before any array or the optimizer changes."""
+    """Read `path` into `parameters` and `optimizer`, in place.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by save_checkpoint.
+    parameters : dict of str to numpy.ndarray
+        The arrays to fill; each keeps its identity. The checkpoint must hold
+        exactly the dict's keys, with the same shapes and dtypes.
+    optimizer : fastoptim optimizer object, optional
+        Its state is restored as by load_state_dict; the checkpoint must hold
+        it.
+
+    Raises
+    ------
+    FileNotFoundError
+        `path` does not exist.
+    KeyError, TypeError, ValueError
+        A missing, extra or unreadable entry, or one of the wrong type,
+        shape or dtype (the file and the entry are named). Every entry is
+        bounded before it is read, and everything is checked before any
+        array or the optimizer changes.
+    """
     path = os.fspath(path)
     _check_optimizer(optimizer)
     targets = _checked_parameters(parameters)

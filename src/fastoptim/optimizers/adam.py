@@ -11,8 +11,8 @@ _BETA1 = Hyperparameter(0.9, check.beta, "Decay rate of the first moment v, in [
 _BETA2 = Hyperparameter(0.999, check.beta, "Decay rate of the second moment s, in [0, 1).")
 _EPSILON = Hyperparameter(1e-8, check.epsilon,
                           "Added to the denominator, outside the square root; >= 0.")
-_DECOUPLED = Option("Decay the weights as AdamW does (W *= 1 - learning_rate * "
-                    "weight_decay) instead of adding weight_decay * W to the gradient.")
+_DECOUPLED = Option("Decay the weights as AdamW does (``W *= 1 - learning_rate * "
+                    "weight_decay``) instead of adding weight_decay * W to the gradient.")
 _AMSGRAD = Option("Divide by the running maximum of s (state max_s, kept uncorrected).",
                   structural=True)
 
@@ -70,7 +70,7 @@ class AdamW(Adam):
 class NAdam(Optimizer):
     """NAdam (Adam with Nesterov momentum), as torch.optim.NAdam.
 
-    Update rule (v, s as Adam; the scalar state mu_product = mu_1 * ... * mu_t)::
+    Update rule (v, s as Adam; the scalar state ``mu_product = mu_1 * ... * mu_t``)::
 
         mu_t = beta1 * (1 - 0.5 * 0.96**(t * momentum_decay))
         d = sqrt(s / (1 - beta2**t)) + epsilon
@@ -141,7 +141,7 @@ class Adamax(Optimizer):
         exp_inf = max(beta2 * exp_inf, |g| + epsilon)
         W -= learning_rate / (1 - beta1**t) * v / exp_inf
 
-    Epsilon is added to |g|, inside the maximum; a NaN stays in exp_inf.
+    Epsilon is added to ``|g|``, inside the maximum; a NaN stays in exp_inf.
 
     {parameters}
 
