@@ -7,9 +7,10 @@
 
 #include "fastoptim.h"
 
-/* Per array: the gradient's scale (clipping, maximize) and the array's weight
- * decay wd with dec = 1 - lr*wd; the kernel rounds them to its element type. */
-typedef struct { double grad_scale, wd, dec; } fo_array_coef;
+/* Per array: the gradient's scale (clipping, maximize; in two factors with
+ * FO_SCALE_SPLIT) and the array's weight decay wd with dec = 1 - lr*wd; the
+ * kernel rounds them to its element type. */
+typedef struct { double grad_scale, grad_scale2, wd, dec; } fo_array_coef;
 
 /* A rule's per-call scalars, prepared once per call in double and rounded to
  * the element type, live in a buffer of this size. */
@@ -33,7 +34,8 @@ typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
 typedef struct {
     fo_prepare_fn prepare[FO_NUM_RULES][2];   /* [rule][dtype] */
     fo_kernel_fn kernel[FO_NUM_RULES][2];
-    void (*sumsq[2])(size_t n, const void *g, double *out, int *nonfinite);
+    void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
+    double (*maxabs[2])(size_t n, const void *g);
     void (*ceiling[2])(size_t n, void *const *x, int nstates);
 } fo_kernels;
 

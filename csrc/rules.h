@@ -41,6 +41,8 @@ enum fo_rule { FO_RULES(FO_RULE_ID) FO_NUM_RULES };
  * L2 adds wd*p to the gradient (torch's Adam, SGD, ...); decoupled scales p by
  * 1 - lr*wd before the update (AdamW, Lion; Loshchilov & Hutter 2019). */
 enum { FO_DECAY_L2 = 1u << 8, FO_DECAY_DECOUPLED = 1u << 9 };
+/* Set by the driver: the gradient's scale is applied in two factors (kernels.inc). */
+enum { FO_SCALE_SPLIT = 1u << 10 };
 
 /* The rules' options. Flags a call does not pass itself are set by the rule's
  * per-call preparation (marked "derived"). */

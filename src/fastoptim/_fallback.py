@@ -257,6 +257,17 @@ def _(p, gi, s, c, f):
     m += (1.0 - c["beta2"]) * gi
 
 
+def _split_scale(scale, dtype):
+    """(scale, None), or, when `scale` is below the dtype's normal range (clipping a
+    norm near its largest values), (a power of two, the rest): applied one after
+    the other they keep all the scale's bits (the driver's FO_SCALE_SPLIT)."""
+    tiny = np.finfo(dtype).tiny if dtype.kind == "f" else 0.0
+    if scale == 0.0 or abs(scale) >= tiny:
+        return scale, None
+    m, e = math.frexp(scale)
+    return math.ldexp(1.0, e), m
+
+
 def _l2_sum(g, wd, p):
     """g + wd*p with one rounding in float32 (the product of two floats is exact
     in double, then the sum is rounded once), as torch's fused add; in float64
@@ -307,8 +318,11 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     for p, g, s, wd in entries:
         # Every rule starts from gi = grad_scale*g, and the array's decay:
         # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first.
-        gi = g if grad_scale == 1.0 else g * grad_scale
+        s1, s2 = _split_scale(grad_scale, p.dtype)
+        gi = g if s1 == 1.0 else g * s1
         fa = f
+        if s2 is not None:  # the kernels' FO_SCALE_SPLIT
+            gi = gi * s2
         if wd != 0.0:
             fa |= decay
         if fa & DECAY_L2:
@@ -387,11 +401,11 @@ _NORM_CHUNK = 1024  # csrc/kernels.h FO_NORM_CHUNK
 _NORM_LANES = 16    # FO_NORM_LANES
 
 
-def _chunk_sums(g):
+def _chunk_sums(g, scale=1.0):
     """The kernel's partial sums of one array: per chunk of _NORM_CHUNK elements
-    in memory order, lane j sums the squares of elements j, j+16, ... in order,
-    then the lanes are added in order."""
-    x = np.ravel(g, order="K").astype(np.float64)
+    in memory order, lane j sums the squares of elements j, j+16, ... (each
+    multiplied by `scale` first) in order, then the lanes are added in order."""
+    x = np.ravel(g, order="K").astype(np.float64) * scale
     n = x.size
     if n == 0:
         return np.zeros(0)
@@ -409,27 +423,56 @@ def _chunk_sums(g):
     return total
 
 
+# Below this sum of squares a float64 sum may have lost squares to underflow
+# (each at most 2**-1074 of absolute error; relative to the sum it stays below
+# 2**-53 only above about n * 2**-1021): the norm is then measured again with
+# the elements rescaled (the driver's FO_NORM_TINY).
+_NORM_TINY = 2.0**-900
+
+
+def _sum_of_squares(gradients, scale=1.0):
+    sums = [_chunk_sums(g, scale) for g in gradients]
+    flat = np.concatenate(sums) if sums else np.zeros(0)
+    return float(np.add.accumulate(flat)[-1]) if flat.size else 0.0
+
+
+@_silent
+def _group_norm(gradients):
+    """The norm of one dtype group, as fo_norm computes it: the sum of squares
+    in double, in fixed chunks; where float64 squares overflow or underflow, the
+    sum again with every element scaled by a power of two that brings the
+    largest to [0.5, 1)."""
+    finite = all(bool(np.isfinite(g).all()) for g in gradients)
+    total = _sum_of_squares(gradients)
+    if finite and any(g.dtype == np.float64 for g in gradients) and \
+            (total == math.inf or total < _NORM_TINY):
+        largest = max((float(np.max(np.abs(g))) for g in gradients if g.size), default=0.0)
+        if largest == 0.0:
+            return 0.0, finite
+        e = math.frexp(largest)[1]
+        return math.ldexp(math.sqrt(_sum_of_squares(gradients, math.ldexp(1.0, -e))), e), finite
+    return math.sqrt(total), finite
+
+
 @_silent
 def norm(groups):
-    """(sqrt(sum of g*g), all elements finite) over `groups`, lists of arrays:
-    the sum in double in the kernel's fixed order (the same for any thread
-    count), each group summed from zero and the group sums added in order (the
-    compiled step sums each dtype group in one call)."""
+    """(the global norm, all elements finite) over `groups`, lists of arrays
+    of one dtype each: each group's norm as the kernels measure it (the same
+    for any thread count), combined in order with hypot (the compiled step
+    measures each dtype group in one call)."""
     total = 0.0
     finite = True
     for gradients in groups:
-        finite = finite and all(bool(np.isfinite(g).all()) for g in gradients)
-        sums = [_chunk_sums(g) for g in gradients]
-        flat = np.concatenate(sums) if sums else np.zeros(0)
-        if flat.size:
-            total += float(np.add.accumulate(flat)[-1])
-    return math.sqrt(total), finite
+        n, ok = _group_norm(gradients)
+        total = float(np.hypot(total, n))
+        finite = finite and ok
+    return total, finite
 
 
 def grad_norm(parameters, grads):
     """The global norm of the gradients of `parameters` (dict level, one dtype
     group), and whether every element is finite."""
-    return norm([[g for _, g, _ in check.gather(parameters, grads)]])
+    return _group_norm([g for _, g, _ in check.gather(parameters, grads)])
 
 
 class Stepper:
