@@ -32,6 +32,11 @@ def parse_args(argv):
     ap.add_argument("--algo", choices=("adam", "all"), default="adam",
                     help="all: every optimizer of the family against its own ceiling and "
                          "torch (default size 1e7; see fastoptim.benchmarks.family)")
+    ap.add_argument("--loop", action="store_true",
+                    help="the step inside a training loop (MLP and course net; quiet, then "
+                         "with one other process busy; see fastoptim.benchmarks.loop)")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="--loop: iterations per contender and round (default 30)")
     return ap.parse_args(argv)
 
 
@@ -39,6 +44,10 @@ def parse_args(argv):
 def main(argv=None, out=None):
     out = sys.stdout if out is None else out
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.loop:
+        from . import loop
+
+        return loop.main(args, out)
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7
     if args.min_ms is None:
