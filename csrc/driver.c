@@ -5,46 +5,48 @@
  * `kern` at the best table, capped by the caller. Non-x86 builds carry only the
  * portable table.
  *
- * Driver: one call updates k arrays. Small calls run serially: waking a thread
- * team costs a few microseconds, more than it saves below the threshold. Larger
- * calls split the total work (all arrays laid end to end) into one contiguous
- * range per thread, with range ends on 64-byte multiples of element index. */
+ * Driver: one call updates k arrays. The total work (all arrays laid end to
+ * end) is cut into fixed chunks, on 64-byte multiples of element index, that the
+ * calling thread and the pool's workers claim one at a time (pool.h): a worker
+ * that is slow to wake never delays the call, and which thread ran a chunk
+ * never changes a result. Small calls run serially: below the threshold,
+ * waking a worker costs more than it saves. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "fastoptim.h"
 #include "kernels.h"
+#include "pool.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define FO_ATFORK 1
-#endif
-#endif
-
-/* Elements per call below which a single thread does the work. Measured for
- * Adam on the development machine (1 vs 2 threads, threads idle between calls
- * as in a training loop): two threads start to win at about 32K float32 or 8K
- * float64 elements, about 5-10 us of serial work either way. */
+/* Elements per call below which the calling thread does the work alone,
+ * measured for Adam on the development machine (see fo_parallel_threshold):
+ * one set while a worker is still spinning from a previous call (it joins
+ * within a microsecond), one for when every worker sleeps (the call pays the
+ * wake-up system call and the worker's wake-up latency). */
 #ifndef FO_PARALLEL_MIN_F32
 #define FO_PARALLEL_MIN_F32 32768
 #endif
 #ifndef FO_PARALLEL_MIN_F64
 #define FO_PARALLEL_MIN_F64 8192
 #endif
+#ifndef FO_PARALLEL_MIN_ASLEEP_F32
+#define FO_PARALLEL_MIN_ASLEEP_F32 131072
+#endif
+#ifndef FO_PARALLEL_MIN_ASLEEP_F64
+#define FO_PARALLEL_MIN_ASLEEP_F64 65536
+#endif
+/* Chunks: at least FO_CHUNK_BYTES of each stream (a claim costs a contended
+ * atomic), and about FO_CHUNKS_PER_THREAD per thread, so that a worker that
+ * joins late still gets its share and the last chunk's wait is short. */
+#ifndef FO_CHUNK_BYTES
+#define FO_CHUNK_BYTES 32768
+#endif
+#ifndef FO_CHUNKS_PER_THREAD
+#define FO_CHUNKS_PER_THREAD 16
+#endif
 
 static const fo_kernels *kern = &fo_kernels_baseline;
 static int isa_in_use = FO_ISA_BASELINE;
-static int num_threads = 0;
-
-/* GNU OpenMP is not fork-safe: a process forked after its parent ran a parallel
- * region hangs in its first one (multiprocessing's default start method on
- * Linux). Such a child does every call on one thread. */
-static volatile int parallel_used = 0, forked_child = 0;
-#ifdef FO_ATFORK
-static void after_fork_in_child(void) { forked_child = parallel_used; }
-#endif
 
 int fo_isa_supported(void)
 {
@@ -70,11 +72,6 @@ int fo_init(int max_isa)
                                 : &fo_kernels_baseline;
 #endif
     isa_in_use = isa;
-#ifdef FO_ATFORK
-    static int atfork_registered = 0;
-    if (!atfork_registered)
-        atfork_registered = pthread_atfork(NULL, NULL, after_fork_in_child) == 0;
-#endif
     return isa;
 }
 
@@ -89,31 +86,36 @@ const char *fo_isa_name(int isa)
     }
 }
 
-void fo_set_num_threads(int n) { num_threads = n > 0 ? n : 0; }
+void fo_set_num_threads(int n) { fo_pool_set_num_threads(n); }
 
-int fo_get_num_threads(void)
+int fo_get_num_threads(void) { return fo_pool_get_num_threads(); }
+
+static size_t min_awake[2] = {FO_PARALLEL_MIN_F32, FO_PARALLEL_MIN_F64};
+static size_t min_asleep[2] = {FO_PARALLEL_MIN_ASLEEP_F32, FO_PARALLEL_MIN_ASLEEP_F64};
+
+size_t fo_parallel_threshold(size_t elem_size) { return min_awake[elem_size != sizeof(float)]; }
+
+size_t fo_parallel_threshold_asleep(size_t elem_size)
 {
-#ifdef _OPENMP
-    if (forked_child)
+    return min_asleep[elem_size != sizeof(float)];
+}
+
+void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep)
+{
+    min_awake[elem_size != sizeof(float)] = awake;
+    min_asleep[elem_size != sizeof(float)] = asleep > awake ? asleep : awake;
+}
+
+/* The thread count for a call of `total` elements: 1 below the threshold that
+ * applies now (workers asleep or not). */
+static int threads_for(size_t total, size_t elem_size)
+{
+    const int nt = fo_get_num_threads();
+    if (nt <= 1 || total < fo_parallel_threshold(elem_size))
         return 1;
-    return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-int fo_have_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-size_t fo_parallel_threshold(size_t elem_size)
-{
-    return elem_size == sizeof(float) ? FO_PARALLEL_MIN_F32 : FO_PARALLEL_MIN_F64;
+    if (total < fo_parallel_threshold_asleep(elem_size) && fo_pool_asleep())
+        return 1;
+    return nt;
 }
 
 /* One update: `range(ctx, i, lo, hi)` updates elements [lo, hi) of array i. */
@@ -126,44 +128,58 @@ static void run_serial(size_t k, const size_t *n, range_fn range, const void *ct
             range(ctx, i, 0, n[i]);
 }
 
-#ifdef _OPENMP
-/* Thread `tid` of `nt` takes global elements [lo, hi) and walks the arrays that
- * range covers. */
-static void run_share(size_t k, const size_t *n, size_t total, size_t align, int tid, int nt,
-                      range_fn range, const void *ctx)
+/* A pool job: chunk c is global elements [c*chunk, (c+1)*chunk) of the arrays
+ * laid end to end. */
+typedef struct {
+    size_t k, total, chunk;
+    const size_t *n;
+    range_fn range;
+    const void *ctx;
+} run_job;
+
+static void run_share(const void *x, size_t c, size_t local[2])
 {
-    size_t per = (total + (size_t)nt - 1) / (size_t)nt;
-    per = (per + align - 1) / align * align;
-    size_t lo = per * (size_t)tid, hi = lo + per;
-    if (hi > total)
-        hi = total;
-    size_t base = 0;
-    for (size_t i = 0; i < k && base < hi; base += n[i], i++) {
-        size_t a = lo > base ? lo - base : 0;
-        size_t b = hi - base < n[i] ? hi - base : n[i];
+    const run_job *j = x;
+    const size_t lo = c * j->chunk, hi = j->total - lo < j->chunk ? j->total : lo + j->chunk;
+    /* local = (i, base): the first array that can hold lo and where it starts;
+     * a participant's chunks come in increasing order, so it only moves on */
+    size_t i = local[0], base = local[1];
+    while (base + j->n[i] <= lo)
+        base += j->n[i++];
+    local[0] = i;
+    local[1] = base;
+    for (; i < j->k && base < hi; base += j->n[i], i++) {
+        const size_t a = lo > base ? lo - base : 0;
+        const size_t b = hi - base < j->n[i] ? hi - base : j->n[i];
         if (a < b)
-            range(ctx, i, a, b);
+            j->range(j->ctx, i, a, b);
     }
 }
-#endif
+
+/* Elements per chunk: see FO_CHUNK_BYTES; a multiple of 64 bytes. */
+static size_t chunk_elems(size_t total, size_t elem_size, int nt)
+{
+    const size_t line = 64 / elem_size;
+    size_t per = total / ((size_t)nt * FO_CHUNKS_PER_THREAD);
+    if (per < FO_CHUNK_BYTES / elem_size)
+        per = FO_CHUNK_BYTES / elem_size;
+    if (per < total / (FO_POOL_MAX_CHUNKS / 2))
+        per = total / (FO_POOL_MAX_CHUNKS / 2);
+    return (per + line - 1) / line * line;
+}
 
 static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, const void *ctx)
 {
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total += n[i];
-#ifdef _OPENMP
-    int nt = fo_get_num_threads();
-    if (nt > 1 && total >= fo_parallel_threshold(elem_size)) {
-        const size_t align = 64 / elem_size;
-        parallel_used = 1;
-#pragma omp parallel num_threads(nt)
-        run_share(k, n, total, align, omp_get_thread_num(), omp_get_num_threads(), range, ctx);
+    const int nt = threads_for(total, elem_size);
+    if (nt > 1) {
+        const size_t chunk = chunk_elems(total, elem_size, nt);
+        const run_job j = {k, total, chunk, n, range, ctx};
+        fo_pool_run(nt, (total + chunk - 1) / chunk, run_share, &j);
         return;
     }
-#else
-    (void)elem_size;
-#endif
     run_serial(k, n, range, ctx);
 }
 

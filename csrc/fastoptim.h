@@ -23,11 +23,16 @@ int fo_isa_in_use(void);
 int fo_isa_supported(void);   /* best level this CPU supports and this build carries */
 const char *fo_isa_name(int isa);
 
-/* Threads: n <= 0 follows OpenMP's default (OMP_NUM_THREADS, threadpoolctl). */
+/* Threads (the pool: pool.h): n <= 0 restores the default, OMP_NUM_THREADS as
+ * read at start-up or else the CPUs this process may use. */
 void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
-int fo_have_openmp(void);
-size_t fo_parallel_threshold(size_t elem_size); /* elements; serial below */
+/* Elements; a call below the first runs serially, and below the second too if
+ * every worker is asleep (waking one would cost more than it saves). */
+size_t fo_parallel_threshold(size_t elem_size);
+size_t fo_parallel_threshold_asleep(size_t elem_size);
+/* Set both (benchmarks that measure them; asleep is raised to awake if below). */
+void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep);
 
 /* Byte ranges [lo, hi) of a call's arrays; `written` marks arrays the call writes.
  * Returns 1 when no written range overlaps any other range (read-only ranges may

@@ -36,8 +36,9 @@ cdef extern from "fastoptim.h" nogil:
     const char *fo_isa_name(int isa)
     void fo_set_num_threads(int n)
     int fo_get_num_threads()
-    int fo_have_openmp()
     size_t fo_parallel_threshold(size_t elem_size)
+    size_t fo_parallel_threshold_asleep(size_t elem_size)
+    void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep)
     const char *fo_compiler()
     const char *fo_kernel_flags()
     int fo_spans_disjoint(fo_span *s, size_t n)
@@ -117,6 +118,15 @@ cdef extern from "fastoptim.h" nogil:
     void fo_ceiling_f64(size_t k, double **p, double **g, double **s1, double **s2,
                         double **s3, size_t *n)
 
+cdef extern from "pool.h" nogil:
+    int fo_pool_workers()
+    const char *fo_pool_wait_name()
+    const char *fo_pool_error()
+    long fo_pool_spin_us()
+    void fo_pool_set_spin_us(long us)
+    void fo_pool_debug(int mode, long delay_us)
+    void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int reset)
+
 ISA_NAMES = ("baseline", "avx2", "avx512")
 
 
@@ -153,9 +163,44 @@ def set_num_threads(int n):
 def get_num_threads():
     return fo_get_num_threads()
 
+def pool_info():
+    """How threads are run: the pool, its wait policy and its serial thresholds."""
+    cdef const char *err = fo_pool_error()
+    return {
+        "pool": "fastoptim (the caller takes part; fixed chunks claimed from a counter)",
+        "workers_started": fo_pool_workers(),
+        "wait": f"spin {fo_pool_spin_us()} us, then sleep ({fo_pool_wait_name().decode()})",
+        "spin_us": fo_pool_spin_us(),
+        "parallel_threshold": {"float32": fo_parallel_threshold(4),
+                               "float64": fo_parallel_threshold(8)},
+        "parallel_threshold_asleep": {"float32": fo_parallel_threshold_asleep(4),
+                                      "float64": fo_parallel_threshold_asleep(8)},
+        "pool_error": None if err == NULL else err.decode(),
+    }
+
+def set_parallel_threshold(dtype, size_t awake, size_t asleep):
+    """Serial thresholds for float32 or float64 (benchmarks that measure them)."""
+    fo_set_parallel_threshold(np.dtype(dtype).itemsize, awake, asleep)
+
+def set_spin_us(long us):
+    """How long an idle worker spins before it sleeps (benchmarks and tests)."""
+    fo_pool_set_spin_us(us)
+
+_POOL_DEBUG = {"normal": 0, "late": 1, "stale": 2, "slow": 3, "never": 4, "no_start": 5}
+
+def _pool_debug(mode="normal", long delay_us=0):
+    """Tests only: make workers late, stale, slow, idle or unable to start
+    (csrc/pool.h, fo_pool_debug)."""
+    fo_pool_debug(_POOL_DEBUG[mode], delay_us)
+
+def _pool_counters(bint reset=False):
+    """Tests only: (chunks run by workers, claims abandoned by late workers)."""
+    cdef unsigned long chunks = 0, stale = 0
+    fo_pool_counters(&chunks, &stale, reset)
+    return chunks, stale
+
 def build_info():
     return {
-        "openmp": bool(fo_have_openmp()),
         "parallel_threshold": {"float32": fo_parallel_threshold(4),
                                "float64": fo_parallel_threshold(8)},
         "compiler": fo_compiler().decode(),

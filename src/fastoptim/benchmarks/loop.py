@@ -229,9 +229,12 @@ class Spinner:
             self.proc.join()
 
 
-def measure(trainers, rounds, block, warmup=3):
+def measure(trainers, rounds, block, warmup=2, gap=0.02):
     """{name: ([iteration ns], [step ns])}: `rounds` rounds; in each, every trainer runs
-    `block` iterations in a row (the order rotating from round to round)."""
+    `warmup` + `block` iterations in a row (the order rotating from round to round) and
+    keeps the last `block`. A pause of `gap` seconds before each block lets the threads
+    the previous contender left spinning (torch's OpenMP, NumPy's BLAS) go idle: a
+    training loop runs one optimizer, not five, and none should pay for another's."""
     from .. import _config
 
     default = _config.get_num_threads()
@@ -248,6 +251,9 @@ def measure(trainers, rounds, block, warmup=3):
             for tr in trainers[j:] + trainers[:j]:
                 _config.set_num_threads(tr.threads if tr.threads else default)
                 it, st = out[tr.name]
+                time.sleep(gap)
+                for _ in range(warmup):
+                    tr.iteration()
                 for _ in range(block):
                     a, b = tr.iteration()
                     it.append(a)
@@ -392,7 +398,7 @@ def _setup(args, out):
         pass
     print(f"fastoptim bench --loop: {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}; fastoptim {_config.get_num_threads()} threads "
-          f"({_config.config().get('pool', '-')}); numpy {np.__version__} (BLAS: {blas}); "
+          f"(spin {_config.config().get('spin_us', '-')} us, then sleep); numpy {np.__version__} (BLAS: {blas}); "
           f"torch {torch_note}", file=out)
 
 

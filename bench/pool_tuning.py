@@ -1,0 +1,116 @@
+"""The measurements behind the thread pool's settings (csrc/driver.c, csrc/pool.c).
+
+    python bench/pool_tuning.py [--quick] [--dtype float32|float64|both]
+
+1. Serial thresholds. The Adam step at sizes around the thresholds, one call at a
+   time (median of many), on 1 thread and on all threads, in two cadences:
+   back to back (the workers are still spinning from the previous call: a call
+   costs a few stores) and after a pause longer than the spin time (every worker
+   sleeps: the call pays the wake-up system call, and a worker joins only after
+   its wake-up latency). The thresholds are forced to 0 so that every size runs
+   in parallel; the table shows where 2 threads start to win in each cadence:
+   those are FO_PARALLEL_MIN_* and FO_PARALLEL_MIN_ASLEEP_*.
+2. The wake-up latency itself: a call big enough to need a worker, after a
+   pause, with workers asleep: how many chunks the worker took (it joins late)
+   against back to back.
+
+Ratios within one run are what count; run it when the machine is quiet (the
+"others" line says how quiet it was).
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fastoptim
+from fastoptim import _core
+from fastoptim.benchmarks.adam import CpuMeter
+
+SIZES = [4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]
+
+
+def problem(n, dtype):
+    rng = np.random.default_rng(n)
+    p = {"W": rng.standard_normal(n).astype(dtype)}
+    g = {"dW": rng.standard_normal(n).astype(dtype)}
+    v = {"dW": np.full(n, 0.1, dtype)}
+    s = {"dW": np.full(n, 0.01, dtype)}
+    return p, g, v, s
+
+
+def timed_calls(args, calls, pause):
+    """Median ns of one Adam call, each call after `pause` seconds (0: back to back)."""
+    p, g, v, s = args
+    adam = _core.adam
+    clock = time.perf_counter_ns
+    out = []
+    for _ in range(calls):
+        if pause:
+            time.sleep(pause)
+        t0 = clock()
+        adam(p, g, v, s, 10, 0.01, 0.9, 0.999, 1e-8)
+        out.append(clock() - t0)
+    return statistics.median(out)
+
+
+def thresholds(dtype, calls, rounds, threads, out):
+    spin_s = _core.pool_info()["spin_us"] * 1e-6
+    pause = max(0.002, 20 * spin_s)
+    saved = (_core.pool_info()["parallel_threshold"][dtype],
+             _core.pool_info()["parallel_threshold_asleep"][dtype])
+    _core.set_parallel_threshold(dtype, 0, 0)
+    print(f"\nAdam {dtype}: median us per call; 'asleep': each call after a {pause * 1e3:g} ms "
+          f"pause (workers asleep), 'awake': back to back", file=out)
+    print(f"{'n':>9} {'1 thr awake':>12} {f'{threads} thr awake':>12} {'ratio':>6}   "
+          f"{'1 thr asleep':>12} {f'{threads} thr asleep':>12} {'ratio':>6}", file=out)
+    try:
+        for n in SIZES:
+            args = problem(n, dtype)
+            best = {}
+            for _ in range(rounds):  # interleaved, best median of the rounds
+                for nt in (1, threads):
+                    fastoptim.set_num_threads(nt)
+                    for pause_s, key in ((0, "awake"), (pause, "asleep")):
+                        timed_calls(args, 5, pause_s)  # warm
+                        t = timed_calls(args, calls, pause_s)
+                        best[nt, key] = min(best.get((nt, key), float("inf")), t)
+            a1, an, s1, sn = (best[1, "awake"], best[threads, "awake"], best[1, "asleep"],
+                              best[threads, "asleep"])
+            print(f"{n:>9} {a1 / 1e3:>12.1f} {an / 1e3:>12.1f} {a1 / an:>6.2f}   "
+                  f"{s1 / 1e3:>12.1f} {sn / 1e3:>12.1f} {s1 / sn:>6.2f}", file=out)
+            out.flush()
+    finally:
+        _core.set_parallel_threshold(dtype, *saved)
+        fastoptim.set_num_threads(None)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    out = sys.stdout
+    threads = args.threads or fastoptim.get_num_threads()
+    if threads < 2:
+        print("needs 2 or more threads", file=out)
+        return 1
+    calls, rounds = (30, 2) if args.quick else (100, 3)
+    info = _core.pool_info()
+    print(f"pool: spin {info['spin_us']} us then sleep ({info['wait']}); {threads} threads; "
+          f"thresholds now {info['parallel_threshold']} / asleep "
+          f"{info['parallel_threshold_asleep']}", file=out)
+    meter = CpuMeter()
+    dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
+    for dt in dtypes:
+        thresholds(dt, calls, rounds, threads, out)
+    busy = meter.others()
+    if busy is not None:
+        print(f"\nother processes used {busy:.2f} CPUs on average during this run", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
