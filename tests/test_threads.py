@@ -194,34 +194,63 @@ def test_thread_counts_at_the_default_thresholds_are_bitwise_identical(dtype, th
                 _assert_all_equal(_threads_results(update, sizes, dtype), f"{sizes}")
 
 
+def _mixed_calls(dtype, seed=7):
+    """Adam steps, gradient norms and GD steps on three problems of different sizes,
+    interleaved: consecutive pool jobs differ in task, context and chunk count, so a
+    worker that ran a chunk of a job other than the one it read would show."""
+    rng = np.random.default_rng(seed)
+
+    def arrays(prefix, sizes):
+        return {f"{prefix}{i}": rng.standard_normal(n).astype(dtype) for i, n in enumerate(sizes)}
+
+    a_p = arrays("W", [3, 65_537, 1, 100_003, 17, 250_001])
+    a_g = arrays("dW", [3, 65_537, 1, 100_003, 17, 250_001])
+    a_v, a_s = clone(a_g), {k: np.abs(x) for k, x in a_g.items()}
+    b_p, b_g = arrays("W", [70_001]), arrays("dW", [70_001])
+    c_p, c_g = arrays("W", [1_000_003, 5]), arrays("dW", [1_000_003, 5])
+    norms = []
+    for t in range(1, 4):
+        fastoptim.update_parameters_with_adam(a_p, a_g, a_v, a_s, t)
+        norms.append(_core.grad_norm(c_p, c_g))
+        fastoptim.update_parameters_with_gd(b_p, b_g, 0.1)
+        fastoptim.update_parameters_with_gd(c_p, c_g, 0.01)
+    return [a_p, a_v, a_s, b_p, c_p], norms
+
+
 @pytest.mark.parametrize("mode, delay_us", [("late", 20_000), ("stale", 20_000),
                                             ("slow", 2_000), ("never", 0)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_workers_late_stale_slow_or_idle_change_nothing(mode, delay_us, dtype, parallel):
     """late: a worker wakes 20 ms after the job was posted (the caller has done it
-    all and moved on); stale: it reads the job, then claims 20 ms later, when that
-    job has ended and a newer one may be running; slow: every participant takes 2
-    ms per chunk (workers surely take part, and the caller waits for their
+    all and moved on); stale: it reads the job, then tries to claim 20 ms later,
+    when that job has ended and newer ones have run; slow: every participant takes
+    2 ms per chunk (workers surely take part, and the caller waits for their
     chunks); never: workers wake but take nothing."""
-    update = UPDATES[2]  # Adam
-    sizes = [3, 65_537, 1, 100_003, 17, 250_001]
-    expected = _threads_results(update, sizes, dtype, counts=(1,))
-    parallel(2)
-    _core._pool_counters(reset=True)
-    _core._pool_debug(mode, delay_us)
-    try:
-        got = _threads_results(update, sizes, dtype, counts=(2, 3), steps=3)
-        # a late or stale worker may still be asleep in its delay: let it finish
-        _core._pool_debug("normal")
-        _threads_results(update, [1_000_003], dtype, counts=(2,), steps=2)
-    finally:
-        _core._pool_debug("normal")
-    _assert_all_equal({**expected, **got}, mode)
-    chunks, stale = _core._pool_counters(reset=True)
-    if mode == "stale":
-        assert stale > 0, "no worker claimed after its job had ended"
-    if mode == "slow":
-        assert chunks > 0, "no worker took a chunk"
+    seeds = range(4)  # each sequence takes longer than the delay: late workers come back
+    parallel(1)
+    expected = [_mixed_calls(dtype, seed) for seed in seeds]
+    results = {}
+    for n in (2, 3):
+        parallel(n)
+        _core._pool_counters(reset=True)
+        _core._pool_debug(mode, delay_us)
+        try:
+            results[n] = [_mixed_calls(dtype, seed) for seed in seeds]
+            chunks, stale = _core._pool_counters(reset=True)
+        finally:
+            _core._pool_debug("normal")
+        if mode == "stale":
+            assert stale > 0, "no worker tried to claim after its job had ended"
+        if mode == "slow":
+            assert chunks > 0, "no worker took a chunk"
+        if mode == "never":
+            assert chunks == 0
+    for n, runs in results.items():
+        for seed, (dicts, norms), (edicts, enorms) in zip(seeds, runs, expected):
+            assert norms == enorms, (mode, n, seed)
+            for d, e in zip(dicts, edicts):
+                for k in d:
+                    assert_same_bits(d[k], e[k], f"{mode}, {n} threads, sequence {seed}: {k}")
 
 
 def test_sum_of_squares_is_bitwise_identical_across_thread_counts(parallel):
