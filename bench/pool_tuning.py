@@ -14,6 +14,11 @@
    pause, with workers asleep: how many chunks the worker took (it joins late)
    against back to back.
 
+3. The idle workers' wait (--spin): the MLP training loop of
+   fastoptim.benchmarks.loop with the default thread count and different spin
+   policies, interleaved with the 1-thread step, quiet and with one other
+   process spinning on a core.
+
 Ratios within one run are what count; run it when the machine is quiet (the
 "others" line says how quiet it was).
 """
@@ -86,11 +91,55 @@ def thresholds(dtype, calls, rounds, threads, out):
         fastoptim.set_num_threads(None)
 
 
+SPIN_POLICIES = [  # (label, spin us, pause us)
+    ("sleep at once", 0, 0),
+    ("spin 50 us, pause", 50, 50),
+    ("spin 50 us, yield", 50, 5),
+    ("spin 300 us, yield", 300, 5),
+    ("spin 1 ms, yield", 1000, 5),
+]
+
+
+def spin_policies(out, rounds, block):
+    from fastoptim.benchmarks import loop
+
+    class Policy(loop.DictAdam):
+        def __init__(self, label, spin, pause, net):
+            super().__init__(label, net, None)
+            self.spin, self.pause = spin, pause
+
+        def prepare(self):
+            _core.set_spin_us(self.spin, self.pause)
+
+    saved = _core.pool_info()["spin_us"], _core.pool_info()["pause_us"]
+    try:
+        for scenario in ("quiet", "busy"):
+            net = loop.SoftmaxMLP()
+            trainers = [loop.DictAdam(loop.ONE, net, 1)]
+            trainers += [Policy(label, spin, pause, net) for label, spin, pause in SPIN_POLICIES]
+            ctx = loop.Spinner() if scenario == "busy" else loop._Nothing()
+            with ctx:
+                meter = CpuMeter()
+                stats = loop.summarize(loop.measure(trainers, rounds, block))
+                others = meter.others()
+            print(f"\nMLP training loop, {scenario}: idle workers' wait (others {others:.2f} CPU)",
+                  file=out)
+            print(loop.HEADER, file=out)
+            for line in loop.table_rows("MLP", stats):
+                print(line, file=out)
+            out.flush()
+    finally:
+        _core.set_spin_us(*saved)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--dtype", choices=("float32", "float64", "both"), default="both")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--spin", action="store_true", help="only the spin policies in the loop")
+    ap.add_argument("--no-spin", dest="spin_too", action="store_false",
+                    help="only the thresholds")
     args = ap.parse_args(argv)
     out = sys.stdout
     threads = args.threads or fastoptim.get_num_threads()
@@ -104,8 +153,11 @@ def main(argv=None):
           f"{info['parallel_threshold_asleep']}", file=out)
     meter = CpuMeter()
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
-    for dt in dtypes:
-        thresholds(dt, calls, rounds, threads, out)
+    if not args.spin:
+        for dt in dtypes:
+            thresholds(dt, calls, rounds, threads, out)
+    if args.spin or args.spin_too:
+        spin_policies(out, rounds=3 if args.quick else 8, block=10 if args.quick else 25)
     busy = meter.others()
     if busy is not None:
         print(f"\nother processes used {busy:.2f} CPUs on average during this run", file=out)

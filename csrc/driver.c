@@ -107,15 +107,19 @@ void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep)
 }
 
 /* The thread count for a call of `total` elements: 1 below the threshold that
- * applies now (workers asleep or not). */
-static int threads_for(size_t total, size_t elem_size)
+ * applies now. Between the two thresholds a call goes parallel only if the
+ * workers are warm (pool.h, fo_pool_warm); *mark says to tell the pool when the
+ * call ends. */
+static int threads_for(size_t total, size_t elem_size, int *mark)
 {
     const int nt = fo_get_num_threads();
+    *mark = 0;
     if (nt <= 1 || total < fo_parallel_threshold(elem_size))
         return 1;
-    if (total < fo_parallel_threshold_asleep(elem_size) && fo_pool_asleep())
-        return 1;
-    return nt;
+    if (total >= fo_parallel_threshold_asleep(elem_size))
+        return nt;
+    *mark = 1;
+    return fo_pool_warm() ? nt : 1;
 }
 
 /* One update: `range(ctx, i, lo, hi)` updates elements [lo, hi) of array i. */
@@ -173,14 +177,17 @@ static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, con
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total += n[i];
-    const int nt = threads_for(total, elem_size);
+    int mark;
+    const int nt = threads_for(total, elem_size, &mark);
     if (nt > 1) {
         const size_t chunk = chunk_elems(total, elem_size, nt);
         const run_job j = {k, total, chunk, n, range, ctx};
         fo_pool_run(nt, (total + chunk - 1) / chunk, run_share, &j);
-        return;
+    } else {
+        run_serial(k, n, range, ctx);
     }
-    run_serial(k, n, range, ctx);
+    if (mark)
+        fo_pool_call_ended();
 }
 
 /* Per-algorithm glue (context with the pointer lists and prepared scalars, a

@@ -27,8 +27,9 @@ const char *fo_isa_name(int isa);
  * read at start-up or else the CPUs this process may use. */
 void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
-/* Elements; a call below the first runs serially, and below the second too if
- * every worker is asleep (waking one would cost more than it saves). */
+/* Elements; a call below the first runs serially, and below the second too
+ * unless the workers are warm (awake, or the caller calls in a tight loop):
+ * waking a sleeping worker costs more than it saves there. */
 size_t fo_parallel_threshold(size_t elem_size);
 size_t fo_parallel_threshold_asleep(size_t elem_size);
 /* Set both (benchmarks that measure them; asleep is raised to awake if below). */

@@ -42,6 +42,9 @@
 #ifndef FO_POOL_SPIN_US
 #define FO_POOL_SPIN_US 50
 #endif
+#ifndef FO_POOL_PAUSE_US
+#define FO_POOL_PAUSE_US 5
+#endif
 
 #define FO_POOL_MAX_SPIN_US 10000000L
 #define SETUP 0xFFFFFFFFu /* the word's chunk half while a job is being written */
@@ -57,6 +60,7 @@
 static int default_threads = 1;
 static int num_threads = 0; /* set by fo_pool_set_num_threads; 0: the default */
 static long spin_us = FO_POOL_SPIN_US;
+static long pause_us = FO_POOL_PAUSE_US;
 static int debug_mode = 0;
 static long debug_delay_us = 0;
 
@@ -117,7 +121,8 @@ void fo_pool_run(int nthreads, size_t nchunks, fo_task task, const void *ctx)
         task(ctx, c, local);
 }
 
-int fo_pool_asleep(void) { return 1; }
+int fo_pool_warm(void) { return 0; }
+void fo_pool_call_ended(void) {}
 int fo_pool_workers(void) { return 0; }
 const char *fo_pool_wait_name(void) { return "none"; }
 const char *fo_pool_error(void) { return "built without POSIX threads: every call runs serially"; }
@@ -222,23 +227,32 @@ static void sleep_us(long us)
 }
 
 /* Spin while (*addr == value) == equal, for up to the spin time; returns the
- * last value read. */
+ * last value read. The first FO_POOL_PAUSE_US spin on the CPU's pause (a
+ * worker catches a call that follows at once in well under a microsecond);
+ * after that each turn yields the CPU, so a spinning worker gives way at once
+ * to any thread that has work on its core: NumPy's BLAS threads, another
+ * process, or the caller of the job it just left. */
 static uint32_t spin(uint32_t *addr, uint32_t value, int equal)
 {
     const uint64_t budget = (uint64_t)LOAD(&spin_us, RELAXED) * 1000u;
-    uint64_t deadline = 0;
+    const uint64_t pause = (uint64_t)LOAD(&pause_us, RELAXED) * 1000u;
+    uint64_t start = 0, t = 0;
     for (unsigned i = 1;; i++) {
         const uint32_t v = LOAD(addr, ACQUIRE);
         if ((v == value) != equal || budget == 0)
             return v;
-        cpu_relax();
-        if (i % 64 == 0) { /* a clock read costs about as much as 64 pauses */
-            const uint64_t t = now_ns();
-            if (!deadline)
-                deadline = t + budget;
-            else if (t >= deadline)
-                return LOAD(addr, ACQUIRE);
+        if (t - start < pause) {
+            cpu_relax();
+            if (i % 64) /* a clock read costs about as much as 64 pauses */
+                continue;
+        } else {
+            sched_yield();
         }
+        t = now_ns();
+        if (!start)
+            start = t;
+        else if (t - start >= budget)
+            return LOAD(addr, ACQUIRE);
     }
 }
 
@@ -404,11 +418,17 @@ void fo_pool_run(int nthreads, size_t nchunks, fo_task task, const void *ctx)
         task(ctx, c, local);
 }
 
-int fo_pool_asleep(void)
+static uint64_t last_end; /* when the last call that asked fo_pool_warm() ended */
+
+int fo_pool_warm(void)
 {
     const int nw = LOAD(&P.nworkers, RELAXED);
-    return nw == 0 || (int)LOAD(&P.sleepers, RELAXED) >= nw;
+    if (nw > 0 && (int)LOAD(&P.sleepers, RELAXED) < nw)
+        return 1;
+    return now_ns() - LOAD(&last_end, RELAXED) < (uint64_t)LOAD(&spin_us, RELAXED) * 1000u;
 }
+
+void fo_pool_call_ended(void) { STORE(&last_end, now_ns(), RELAXED); }
 
 int fo_pool_workers(void) { return LOAD(&P.nworkers, RELAXED); }
 
@@ -453,10 +473,18 @@ int fo_pool_get_num_threads(void)
     return n > 0 ? n : default_threads;
 }
 
-void fo_pool_set_spin_us(long us)
+void fo_pool_set_spin_us(long us, long pause)
 {
     setup_once();
     STORE(&spin_us, us <= 0 ? 0 : us > FO_POOL_MAX_SPIN_US ? FO_POOL_MAX_SPIN_US : us, RELAXED);
+    if (pause >= 0)
+        STORE(&pause_us, pause > FO_POOL_MAX_SPIN_US ? FO_POOL_MAX_SPIN_US : pause, RELAXED);
+}
+
+long fo_pool_pause_us(void)
+{
+    setup_once();
+    return LOAD(&pause_us, RELAXED);
 }
 
 long fo_pool_spin_us(void)

@@ -40,13 +40,21 @@ void fo_pool_run(int nthreads, size_t nchunks, fo_task task, const void *ctx);
 void fo_pool_set_num_threads(int n);
 int fo_pool_get_num_threads(void);
 
-/* 1 when every started worker is asleep (a parallel call would pay a wake-up). */
-int fo_pool_asleep(void);
+/* 1 when a parallel call now would find a worker awake (spinning since its last
+ * job), or when the previous call that asked ended less than a spin time ago:
+ * a caller that calls again and again pays one wake-up, then finds its workers
+ * spinning. 0 means a parallel call would pay a wake-up (or start the workers).
+ * fo_pool_call_ended() marks the end of a call that asked. */
+int fo_pool_warm(void);
+void fo_pool_call_ended(void);
 
 /* How long an idle worker spins before it sleeps, in microseconds (default
- * FO_POOL_SPIN_US, or FASTOPTIM_SPIN_US read once; 0: sleep at once). */
-void fo_pool_set_spin_us(long us);
+ * FO_POOL_SPIN_US, or FASTOPTIM_SPIN_US read once; 0: sleep at once), and for
+ * how much of that it spins on the CPU's pause instruction before it yields
+ * the CPU at each turn (FO_POOL_PAUSE_NS; pause_us < 0 leaves it). */
+void fo_pool_set_spin_us(long us, long pause_us);
 long fo_pool_spin_us(void);
+long fo_pool_pause_us(void);
 
 /* State for show_config(): workers started, the wait primitive, and why the
  * last worker that could not start did not (NULL if none failed). */

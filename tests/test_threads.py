@@ -255,7 +255,7 @@ def test_workers_late_stale_slow_or_idle_change_nothing(mode, delay_us, dtype, p
 
 def test_sum_of_squares_is_bitwise_identical_across_thread_counts(parallel):
     """grad_norm adds 1024-element partial sums in order; in parallel, window after
-    window of 2048 of them (here three windows, ends inside arrays)."""
+    window of 1024 of them (here five windows, ends inside arrays)."""
     rng = np.random.default_rng(4)
     for dtype in (np.float32, np.float64):
         sizes = [2_100_001, 3, 1025, 0, 2_300_017]

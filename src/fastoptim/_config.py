@@ -70,7 +70,7 @@ def show_config():
     serial thresholds) and build flags."""
     notes = {
         "parallel_threshold": "elements; serial below",
-        "parallel_threshold_asleep": "elements; serial below when every worker sleeps",
+        "parallel_threshold_asleep": "elements; serial below unless the workers are warm",
     }
     for key, value in config().items():
         if isinstance(value, list):

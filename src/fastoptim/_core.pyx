@@ -123,7 +123,8 @@ cdef extern from "pool.h" nogil:
     const char *fo_pool_wait_name()
     const char *fo_pool_error()
     long fo_pool_spin_us()
-    void fo_pool_set_spin_us(long us)
+    long fo_pool_pause_us()
+    void fo_pool_set_spin_us(long us, long pause_us)
     void fo_pool_debug(int mode, long delay_us)
     void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int reset)
 
@@ -169,8 +170,10 @@ def pool_info():
     return {
         "pool": "fastoptim (the caller takes part; fixed chunks claimed from a counter)",
         "workers_started": fo_pool_workers(),
-        "wait": f"spin {fo_pool_spin_us()} us, then sleep ({fo_pool_wait_name().decode()})",
+        "wait": (f"spin {fo_pool_spin_us()} us (pause {fo_pool_pause_us()} us, then yield), "
+                 f"then sleep ({fo_pool_wait_name().decode()})"),
         "spin_us": fo_pool_spin_us(),
+        "pause_us": fo_pool_pause_us(),
         "parallel_threshold": {"float32": fo_parallel_threshold(4),
                                "float64": fo_parallel_threshold(8)},
         "parallel_threshold_asleep": {"float32": fo_parallel_threshold_asleep(4),
@@ -182,9 +185,10 @@ def set_parallel_threshold(dtype, size_t awake, size_t asleep):
     """Serial thresholds for float32 or float64 (benchmarks that measure them)."""
     fo_set_parallel_threshold(np.dtype(dtype).itemsize, awake, asleep)
 
-def set_spin_us(long us):
-    """How long an idle worker spins before it sleeps (benchmarks and tests)."""
-    fo_pool_set_spin_us(us)
+def set_spin_us(long us, long pause_us=-1):
+    """How long an idle worker spins before it sleeps, and for how much of that on
+    the CPU's pause before it yields at each turn (benchmarks and tests)."""
+    fo_pool_set_spin_us(us, pause_us)
 
 _POOL_DEBUG = {"normal": 0, "late": 1, "stale": 2, "slow": 3, "never": 4, "no_start": 5}
 

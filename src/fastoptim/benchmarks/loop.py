@@ -128,6 +128,9 @@ class Trainer:
     def step(self, g):
         raise NotImplementedError
 
+    def prepare(self):
+        """Called before each of this contender's blocks."""
+
     def iteration(self):
         """(iteration ns, step ns)."""
         clock = time.perf_counter_ns
@@ -186,14 +189,16 @@ class TorchAdam(Trainer):
         self.opt.step()
 
 
-def contenders(net, with_torch=True):
-    """[Trainer], and {name: why} for those that cannot run here."""
+def contenders(net, with_torch=True, names=None):
+    """[Trainer] (those named, or all), and {name: why} for those that cannot run here."""
     made, skipped = [], {}
     specs = [(DEFAULT, DictAdam, None), (ONE, DictAdam, 1), (OBJECT, ObjectAdam, None),
              (SEED, SeedAdam, None)]
     if with_torch:
         specs.append((TORCH, TorchAdam, None))
     for name, cls, threads in specs:
+        if names is not None and name not in names:
+            continue
         try:
             if cls is not SeedAdam:
                 B._core()
@@ -244,12 +249,14 @@ def measure(trainers, rounds, block, warmup=2, gap=0.02):
     try:
         for tr in trainers:
             _config.set_num_threads(tr.threads if tr.threads else default)
+            tr.prepare()
             for _ in range(warmup):
                 tr.iteration()
         for r in range(rounds):
             j = r % len(trainers)
             for tr in trainers[j:] + trainers[:j]:
                 _config.set_num_threads(tr.threads if tr.threads else default)
+                tr.prepare()
                 it, st = out[tr.name]
                 time.sleep(gap)
                 for _ in range(warmup):
