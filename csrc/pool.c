@@ -1,18 +1,27 @@
 /* fastoptim's thread pool (see pool.h for the contract).
  *
- * The job is published like a seqlock. One 64-bit word holds the job's
- * generation (high half) and the next unclaimed chunk (low half). The caller
- * marks the word SETUP, writes the job (task, ctx, nchunks, limit), then
- * publishes (generation, 0). A participant reads the word, then the job, and
- * claims chunk c with a compare-and-swap of (generation, c) -> (generation, c+1):
- * the swap succeeds only if the generation it read the job under is still the
- * current one, so a late worker never runs a chunk of a job that has ended or
- * of a newer one. The caller waits only for `done` to reach nchunks; a worker
- * that has claimed nothing is never waited for. (Generations are 32 bits: a
- * worker would have to stall across 2^32 jobs to be fooled.)
+ * Claiming. A job of n chunks has one home region of contiguous chunks per
+ * participant (the caller's is the first, worker w's the (w+1)-th, the same
+ * every call): each starts in its own region, so with every thread present the
+ * split is a static one and each thread touches the same memory from call to
+ * call (its cache keeps it), then it takes what is left in the others' regions
+ * (a thread that is late or absent only means the others take its chunks).
+ * Each region has a 64-bit word: the job's generation (high half) and the
+ * region's next unclaimed chunk (low half); a chunk is claimed with a
+ * compare-and-swap (generation, c) -> (generation, c + 1).
  *
- * Waiting: idle workers spin on `seq` (bumped for each job) for the spin time, then
- * sleep on it; the caller wakes sleepers only when there are any, so a call
+ * Publishing. The job is published like a seqlock: the caller marks every
+ * region word SETUP under the new generation, writes the job (task, ctx,
+ * nchunks, regions), then publishes each word at its region's start. A
+ * participant reads a word, then the job; its compare-and-swap succeeds only if
+ * the generation it read the job under is still current, so a late worker never
+ * runs a chunk of a job that has ended or of a newer one. The caller waits only
+ * for `done` to reach nchunks: a worker that has claimed nothing is never waited
+ * for. (Generations are 32 bits: a worker would have to stall across 2^32 jobs
+ * to be fooled.)
+ *
+ * Waiting: idle workers spin on `seq` (bumped for each job) for the spin time,
+ * then sleep on it; the caller wakes sleepers only when there are any, so a call
  * that finds its workers spinning makes no system call. */
 #define _GNU_SOURCE 1 /* sched_getaffinity, syscall */
 
@@ -138,12 +147,11 @@ void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int re
 #define ALIGNED __attribute__((aligned(64)))
 
 static struct {
-    /* the job: the word and what it publishes */
-    ALIGNED uint64_t word;
-    fo_task task;
+    /* the job (published by the region words below) */
+    ALIGNED fo_task task;
     const void *ctx;
     uint32_t nchunks;
-    int limit;                   /* workers with id >= limit sit this job out */
+    int nregions;                /* participants: the caller and workers 0 .. nregions-2 */
     ALIGNED uint32_t done;       /* chunks finished; the caller may sleep on it */
     uint32_t caller_sleeps;
     ALIGNED uint32_t seq;        /* bumped per job; idle workers sleep on it */
@@ -154,6 +162,10 @@ static struct {
     int failed;                  /* a worker could not start: do not retry */
     char error[96];
 } P;
+
+static struct region {
+    ALIGNED uint64_t word; /* generation << 32 | next chunk (SETUP while being written) */
+} R[FO_POOL_MAX_THREADS];
 
 static struct worker {
     ALIGNED unsigned long chunks; /* run by this worker (for tests) */
@@ -261,6 +273,7 @@ static uint32_t spin(uint32_t *addr, uint32_t value, int equal)
 static void after_fork_in_child(void)
 {
     memset(&P, 0, sizeof P);
+    memset(R, 0, sizeof R);
     memset(W, 0, sizeof W);
     reset_wait();
 }
@@ -275,48 +288,65 @@ static void setup_once(void) { pthread_once(&once, setup); }
 
 /* ---- taking part in a job (workers: id >= 0; the caller: -1) ---- */
 
+/* Region r of m over n chunks: [r*n/m, (r+1)*n/m). */
+static uint32_t region_start(int r, int m, uint32_t n)
+{
+    return (uint32_t)((uint64_t)r * n / (uint32_t)m);
+}
+
 static void participate(int id)
 {
-    uint64_t v = LOAD(&P.word, ACQUIRE);
+    const int home = id + 1;
+    uint64_t v = LOAD(&R[home].word, ACQUIRE);
     const uint32_t gen = (uint32_t)(v >> 32);
     if ((uint32_t)v == SETUP)
-        return;
+        return; /* a job is being written: its seq bump will follow */
     const fo_task task = LOAD(&P.task, RELAXED);
     const void *const ctx = LOAD(&P.ctx, RELAXED);
     const uint32_t n = LOAD(&P.nchunks, RELAXED);
-    const int limit = LOAD(&P.limit, RELAXED);
+    const int m = LOAD(&P.nregions, RELAXED);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    if (id >= limit)
-        return;
+    if (home >= m)
+        return; /* more workers than this job's thread count */
     const int mode = LOAD(&debug_mode, RELAXED);
     if (id >= 0 && mode == FO_POOL_NEVER)
         return;
     if (id >= 0 && mode == FO_POOL_STALE)
         sleep_us(LOAD(&debug_delay_us, RELAXED));
     size_t local[2] = {0, 0};
-    for (;;) {
-        if ((uint32_t)(v >> 32) != gen) { /* the job ended; this is a newer one */
+    uint32_t last = 0;
+    for (int k = 0; k < m; k++) { /* home first, then the others' leftovers */
+        const int r = (home + k) % m;
+        const uint32_t hi = region_start(r + 1, m, n);
+        v = LOAD(&R[r].word, ACQUIRE);
+        for (;;) {
+            if ((uint32_t)(v >> 32) != gen) { /* the job ended; this is a newer one */
+                if (id >= 0)
+                    STORE(&W[id].stale, LOAD(&W[id].stale, RELAXED) + 1, RELAXED);
+                return;
+            }
+            const uint32_t c = (uint32_t)v;
+            if (c >= hi)
+                break; /* this region is taken (or, SETUP, not ours to take) */
+            if (!__atomic_compare_exchange_n(&R[r].word, &v, v + 1, 0, __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE))
+                continue; /* v now holds the current word */
+            if (mode == FO_POOL_SLOW)
+                sleep_us(LOAD(&debug_delay_us, RELAXED));
+            if (c < last) /* wrapped to a lower region: the task's cursor starts over */
+                local[0] = local[1] = 0;
+            last = c;
+            task(ctx, c, local);
             if (id >= 0)
-                STORE(&W[id].stale, LOAD(&W[id].stale, RELAXED) + 1, RELAXED);
-            return;
+                STORE(&W[id].chunks, LOAD(&W[id].chunks, RELAXED) + 1, RELAXED);
+            /* seq_cst, with the caller's store to caller_sleeps and load of done:
+             * one of the two sees the other, so the last chunk cannot miss a
+             * sleeping caller */
+            if (__atomic_add_fetch(&P.done, 1, __ATOMIC_SEQ_CST) == n &&
+                LOAD(&P.caller_sleeps, SEQ_CST))
+                wake(&P.done, 1);
+            v = LOAD(&R[r].word, ACQUIRE);
         }
-        const uint32_t c = (uint32_t)v;
-        if (c >= n)
-            return;
-        if (!__atomic_compare_exchange_n(&P.word, &v, v + 1, 0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE))
-            continue; /* v now holds the current word */
-        if (mode == FO_POOL_SLOW)
-            sleep_us(LOAD(&debug_delay_us, RELAXED));
-        task(ctx, c, local);
-        if (id >= 0)
-            STORE(&W[id].chunks, LOAD(&W[id].chunks, RELAXED) + 1, RELAXED);
-        /* seq_cst, with the caller's store to caller_sleeps and load of done: one
-         * of the two sees the other, so the last chunk cannot miss a sleeping caller */
-        if (__atomic_add_fetch(&P.done, 1, __ATOMIC_SEQ_CST) == n &&
-            LOAD(&P.caller_sleeps, SEQ_CST))
-            wake(&P.done, 1);
-        v = LOAD(&P.word, ACQUIRE);
     }
 }
 
@@ -382,15 +412,18 @@ void fo_pool_run(int nthreads, size_t nchunks, fo_task task, const void *ctx)
         const int nw = start_workers(allowed);
         if (nw > 0) {
             const uint32_t n = (uint32_t)nchunks, gen = ++P.gen;
+            const int m = (nw < allowed ? nw : allowed) + 1;
             /* write the job (see the top of this file) */
-            STORE(&P.word, (uint64_t)gen << 32 | SETUP, RELAXED);
+            for (int r = 0; r < m; r++)
+                STORE(&R[r].word, (uint64_t)gen << 32 | SETUP, RELAXED);
             __atomic_thread_fence(__ATOMIC_RELEASE);
             STORE(&P.task, task, RELAXED);
             STORE(&P.ctx, ctx, RELAXED);
             STORE(&P.nchunks, n, RELAXED);
-            STORE(&P.limit, allowed, RELAXED);
+            STORE(&P.nregions, m, RELAXED);
             STORE(&P.done, 0, RELAXED);
-            STORE(&P.word, (uint64_t)gen << 32, RELEASE);
+            for (int r = 0; r < m; r++)
+                STORE(&R[r].word, (uint64_t)gen << 32 | region_start(r, m, n), RELEASE);
             /* wake sleepers (any, if some cannot take part: they go back to sleep) */
             STORE(&P.seq, gen, SEQ_CST);
             if (LOAD(&P.sleepers, SEQ_CST)) {

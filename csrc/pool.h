@@ -1,11 +1,13 @@
 /* fastoptim's thread pool: plain C99 and POSIX threads, no Python.
  *
  * A job is `nchunks` independent chunks. The calling thread takes part: it and
- * any worker that is running claim chunks from one counter until none is left,
- * so a worker that is slow to wake (or never wakes) only means the others take
- * more chunks; the caller never waits for a worker that has not claimed a chunk,
- * only for chunks already claimed to finish. What a chunk computes must not
- * depend on who runs it: then results are the same for any number of threads.
+ * any worker that is running claim chunks, each from its own contiguous share
+ * first (the same share every call, as a static split would give), then from
+ * what is left of the others', until none is left. A worker that is slow to
+ * wake (or never wakes) only means the others take more chunks; the caller never
+ * waits for a worker that has not claimed a chunk, only for chunks already
+ * claimed to finish. What a chunk computes must not depend on who runs it: then
+ * results are the same for any number of threads.
  *
  * Idle workers spin for a short time (they catch back-to-back calls), then
  * sleep (futex on Linux, a condition variable elsewhere). Workers start at the
@@ -22,8 +24,9 @@ extern "C" {
 #endif
 
 /* One chunk of a job. `local` is two words of the participant's own, zero when it
- * joins the job and kept across the chunks it runs; one participant claims its
- * chunks in increasing order (a cursor into a list of arrays can live there). */
+ * joins the job and kept across the chunks it runs, and zero again whenever its
+ * next chunk is lower than its last: between resets its chunks come in
+ * increasing order (a cursor into a list of arrays can live there). */
 typedef void (*fo_task)(const void *ctx, size_t chunk, size_t local[2]);
 
 /* Run chunks 0 .. nchunks-1 of `task` on the calling thread and up to
