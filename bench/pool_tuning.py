@@ -78,7 +78,10 @@ def thresholds(dtype, calls, rounds, threads, out):
                 for nt in (1, threads):
                     fastoptim.set_num_threads(nt)
                     for pause_s, key in ((0, "awake"), (pause, "asleep")):
-                        timed_calls(args, 5, pause_s)  # warm
+                        # warm: back to back for 20 ms first, so that a worker the
+                        # scheduler woke on the caller's CPU has been moved off it
+                        warm = 5 if pause_s else max(5, int(20_000 / (n * 5e-4)))
+                        timed_calls(args, warm, pause_s)
                         t = timed_calls(args, calls, pause_s)
                         best[nt, key] = min(best.get((nt, key), float("inf")), t)
             a1, an, s1, sn = (best[1, "awake"], best[threads, "awake"], best[1, "asleep"],
