@@ -67,6 +67,7 @@
 #endif
 
 static int default_threads = 1;
+static int default_from_env = 0; /* OMP_NUM_THREADS gave the default */
 static int num_threads = 0; /* set by fo_pool_set_num_threads; 0: the default */
 static long spin_us = FO_POOL_SPIN_US;
 static long pause_us = FO_POOL_PAUSE_US;
@@ -102,6 +103,7 @@ static void read_environment(void)
             n = 0;
     }
     default_threads = cap(n > 0 ? n : count_cpus());
+    default_from_env = n > 0;
     s = getenv("FASTOPTIM_SPIN_US");
     if (s && *s) {
         char *end;
@@ -504,6 +506,14 @@ int fo_pool_get_num_threads(void)
     setup_once();
     const int n = LOAD(&num_threads, RELAXED);
     return n > 0 ? n : default_threads;
+}
+
+const char *fo_pool_threads_source(void)
+{
+    setup_once();
+    if (LOAD(&num_threads, RELAXED) > 0)
+        return "set_num_threads or threadpoolctl";
+    return default_from_env ? "OMP_NUM_THREADS" : "the CPUs this process may use";
 }
 
 void fo_pool_set_spin_us(long us, long pause)

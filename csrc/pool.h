@@ -42,6 +42,7 @@ void fo_pool_run(int nthreads, size_t nchunks, fo_task task, const void *ctx);
  * on. n <= 0 restores that default. Capped at FO_POOL_MAX_THREADS. */
 void fo_pool_set_num_threads(int n);
 int fo_pool_get_num_threads(void);
+const char *fo_pool_threads_source(void); /* where the count comes from, in words */
 
 /* 1 when a parallel call now would find a worker awake (spinning since its last
  * job), or when the previous call that asked ended less than a spin time ago:

@@ -469,3 +469,21 @@ def test_forked_child_after_parallel_update():
     workers = 1 if fastoptim.BACKEND == "c" else 0
     assert lines[0] == f"(0.5, 0.5, 0, {workers}, {lines[2]}) 0", out.stdout
     assert lines[1] == "0.5", out.stdout
+
+
+@pytest.mark.skipif(fastoptim.BACKEND != "c", reason="the pool exists only in the C backend")
+def test_info_says_how_threads_run():
+    env = {**os.environ, "FASTOPTIM_SPIN_US": "0", "OMP_NUM_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-m", "fastoptim", "info"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip()
+            for line in out.stdout.splitlines() if ":" in line}
+    assert rows["threads"] == "3" and rows["threads_from"] == "OMP_NUM_THREADS"
+    assert rows["thread_pool"].startswith("fastoptim's own")
+    assert rows["wait_policy"].startswith("spin 0 us")
+    info = _core.pool_info()
+    for dt in ("float32", "float64"):
+        assert f"{dt} {info['parallel_threshold'][dt]}" in rows["parallel_threshold"]
+        assert f"{dt} {info['parallel_threshold_asleep'][dt]}" in rows["parallel_threshold_asleep"]
+    assert "threadpoolctl" in rows

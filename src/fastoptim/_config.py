@@ -50,6 +50,7 @@ def config():
             isa_in_use=_core.isa_in_use(),
             isa_available=_core.isa_supported(),
             threads=_core.get_num_threads(),
+            threads_from=pool["threads_from"],
             thread_pool=f"{pool['pool']}; {pool['workers_started']} workers started",
             wait_policy=pool["wait"],
             spin_us=pool["spin_us"],

@@ -122,6 +122,7 @@ cdef extern from "pool.h" nogil:
     int fo_pool_workers()
     const char *fo_pool_wait_name()
     const char *fo_pool_error()
+    const char *fo_pool_threads_source()
     long fo_pool_spin_us()
     long fo_pool_pause_us()
     void fo_pool_set_spin_us(long us, long pause_us)
@@ -168,7 +169,9 @@ def pool_info():
     """How threads are run: the pool, its wait policy and its serial thresholds."""
     cdef const char *err = fo_pool_error()
     return {
-        "pool": "fastoptim (the caller takes part; fixed chunks claimed from a counter)",
+        "pool": ("fastoptim's own (POSIX threads): the calling thread takes part; fixed "
+                 "chunks, each thread's own share first, then what the others left"),
+        "threads_from": fo_pool_threads_source().decode(),
         "workers_started": fo_pool_workers(),
         "wait": (f"spin {fo_pool_spin_us()} us (pause {fo_pool_pause_us()} us, then yield), "
                  f"then sleep ({fo_pool_wait_name().decode()})"),
