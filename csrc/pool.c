@@ -48,6 +48,12 @@
 #endif
 #endif
 
+/* The idle wait, measured in the MLP training loop of bench/pool_tuning.py (a
+ * step, then forward and backward passes on NumPy's BLAS threads): spinning
+ * on pause alone let a worker hold a core that a BLAS thread needed (1.07x the
+ * 1-thread iteration with one other core busy); yielding after 5 us did not
+ * (1.00-1.01x), and spinning 300 us or 1 ms instead of 50 gained nothing. 50 us
+ * covers calls that follow one another (a tight loop, clipping then update). */
 #ifndef FO_POOL_SPIN_US
 #define FO_POOL_SPIN_US 50
 #endif
