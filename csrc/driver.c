@@ -150,7 +150,8 @@ static void run_share(const void *x, size_t c, size_t local[2])
     const run_job *j = x;
     const size_t lo = c * j->chunk, hi = j->total - lo < j->chunk ? j->total : lo + j->chunk;
     /* local = (i, base): the first array that can hold lo and where it starts;
-     * a participant's chunks come in increasing order, so it only moves on */
+     * between the pool's resets to 0 a participant's chunks rise, so it only
+     * moves on */
     size_t i = local[0], base = local[1];
     while (base + j->n[i] <= lo)
         base += j->n[i++];
