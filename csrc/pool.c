@@ -168,7 +168,7 @@ static struct {
     uint32_t gen;                /* the owner's */
     int nworkers;                /* started */
     int failed;                  /* a worker could not start: do not retry */
-    char error[96];
+    char error[128];
 } P;
 
 static struct region {
@@ -399,7 +399,8 @@ static int start_workers(int want)
         }
         if (rc != 0) {
             snprintf(P.error, sizeof P.error,
-                     "could not start worker %d of %d (pthread_create: error %d%s)",
+                     "could not start worker %d of %d (pthread_create: error %d%s); calls "
+                     "use the threads that started",
                      P.nworkers + 1, want, rc, rc == EAGAIN ? ", EAGAIN" : "");
             STORE(&P.failed, 1, RELEASE);
             break;

@@ -59,7 +59,7 @@ def config():
             threadpoolctl=_threadpoolctl_state(),
         )
         if pool["pool_error"]:
-            info["thread_pool_error"] = pool["pool_error"] + "; the calls run on fewer threads"
+            info["thread_pool_error"] = pool["pool_error"]
         build = _core.build_info()
         del build["parallel_threshold"]
         info.update(build)
