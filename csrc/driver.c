@@ -5,46 +5,53 @@
  * `kern` at the best table, capped by the caller. Non-x86 builds carry only the
  * portable table.
  *
- * Driver: one call updates k arrays by one rule. Small calls run serially: waking a thread
- * team costs a few microseconds, more than it saves below the threshold. Larger
- * calls split the total work (all arrays laid end to end) into one contiguous
- * range per thread, with range ends on 64-byte multiples of element index. */
+ * Driver: one call updates k arrays by one rule. The total work (all arrays laid end to
+ * end) is cut into fixed chunks, on 64-byte multiples of element index, that the
+ * calling thread and the pool's workers claim one at a time (pool.h): a worker
+ * that is slow to wake never delays the call, and which thread ran a chunk
+ * never changes a result. Small calls run serially: below the threshold,
+ * waking a worker costs more than it saves. */
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 
 #include "fastoptim.h"
 #include "kernels.h"
+#include "pool.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#if defined(__unix__) || defined(__APPLE__)
-#include <pthread.h>
-#define FO_ATFORK 1
-#endif
-#endif
-
-/* Elements per call below which a single thread does the work. Measured for
- * Adam on the development machine (1 vs 2 threads, threads idle between calls
- * as in a training loop): two threads start to win at about 32K float32 or 8K
- * float64 elements, about 5-10 us of serial work either way. */
+/* Elements per call below which the calling thread does the work alone,
+ * measured for Adam on the development machine (bench/pool_tuning.py).
+ * Awake: with a worker still spinning from the previous call, 2 threads beat 1
+ * from 32K float32 (1.6x) and 8K float64 (1.6x) elements, about 10 us of work.
+ * Asleep: a sleeping worker joins 60-100 us after the wake-up (hundreds of us if
+ * its CPU was idle), so below about 128K float32 / 64K float64 elements (some
+ * 65 us of work) it arrives when the caller is nearly done and the wake-up costs
+ * 1-3%; between the two thresholds a call goes parallel only when the workers
+ * are warm (fo_pool_warm). */
 #ifndef FO_PARALLEL_MIN_F32
 #define FO_PARALLEL_MIN_F32 32768
 #endif
 #ifndef FO_PARALLEL_MIN_F64
 #define FO_PARALLEL_MIN_F64 8192
 #endif
+#ifndef FO_PARALLEL_MIN_ASLEEP_F32
+#define FO_PARALLEL_MIN_ASLEEP_F32 131072
+#endif
+#ifndef FO_PARALLEL_MIN_ASLEEP_F64
+#define FO_PARALLEL_MIN_ASLEEP_F64 65536
+#endif
+/* Chunks: at least FO_CHUNK_BYTES of each stream (a claim costs a contended
+ * atomic), and about FO_CHUNKS_PER_THREAD per thread, so that a worker that
+ * joins late still gets its share and the last chunk's wait is short. */
+#ifndef FO_CHUNK_BYTES
+#define FO_CHUNK_BYTES 32768
+#endif
+#ifndef FO_CHUNKS_PER_THREAD
+#define FO_CHUNKS_PER_THREAD 16
+#endif
 
 static const fo_kernels *kern = &fo_kernels_baseline;
 static int isa_in_use = FO_ISA_BASELINE;
-static int num_threads = 0;
-
-/* GNU OpenMP is not fork-safe: a process forked after its parent ran a parallel
- * region hangs in its first one (multiprocessing's default start method on
- * Linux). Such a child does every call on one thread. */
-static volatile int parallel_used = 0, forked_child = 0;
-#ifdef FO_ATFORK
-static void after_fork_in_child(void) { forked_child = parallel_used; }
-#endif
 
 int fo_isa_supported(void)
 {
@@ -70,11 +77,6 @@ int fo_init(int max_isa)
                                 : &fo_kernels_baseline;
 #endif
     isa_in_use = isa;
-#ifdef FO_ATFORK
-    static int atfork_registered = 0;
-    if (!atfork_registered)
-        atfork_registered = pthread_atfork(NULL, NULL, after_fork_in_child) == 0;
-#endif
     return isa;
 }
 
@@ -89,31 +91,40 @@ const char *fo_isa_name(int isa)
     }
 }
 
-void fo_set_num_threads(int n) { num_threads = n > 0 ? n : 0; }
+void fo_set_num_threads(int n) { fo_pool_set_num_threads(n); }
 
-int fo_get_num_threads(void)
+int fo_get_num_threads(void) { return fo_pool_get_num_threads(); }
+
+static size_t min_awake[2] = {FO_PARALLEL_MIN_F32, FO_PARALLEL_MIN_F64};
+static size_t min_asleep[2] = {FO_PARALLEL_MIN_ASLEEP_F32, FO_PARALLEL_MIN_ASLEEP_F64};
+
+size_t fo_parallel_threshold(size_t elem_size) { return min_awake[elem_size != sizeof(float)]; }
+
+size_t fo_parallel_threshold_asleep(size_t elem_size)
 {
-#ifdef _OPENMP
-    if (forked_child)
+    return min_asleep[elem_size != sizeof(float)];
+}
+
+void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep)
+{
+    min_awake[elem_size != sizeof(float)] = awake;
+    min_asleep[elem_size != sizeof(float)] = asleep > awake ? asleep : awake;
+}
+
+/* The thread count for a call of `total` elements: 1 below the threshold that
+ * applies now. Between the two thresholds a call goes parallel only if the
+ * workers are warm (pool.h, fo_pool_warm); *mark says to tell the pool when the
+ * call ends. */
+static int threads_for(size_t total, size_t elem_size, int *mark)
+{
+    const int nt = fo_get_num_threads();
+    *mark = 0;
+    if (nt <= 1 || total < fo_parallel_threshold(elem_size))
         return 1;
-    return num_threads > 0 ? num_threads : omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-int fo_have_openmp(void)
-{
-#ifdef _OPENMP
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-size_t fo_parallel_threshold(size_t elem_size)
-{
-    return elem_size == sizeof(float) ? FO_PARALLEL_MIN_F32 : FO_PARALLEL_MIN_F64;
+    if (total >= fo_parallel_threshold_asleep(elem_size))
+        return nt;
+    *mark = 1;
+    return fo_pool_warm() ? nt : 1;
 }
 
 /* One update: `range(ctx, i, lo, hi)` updates elements [lo, hi) of array i. */
@@ -126,45 +137,63 @@ static void run_serial(size_t k, const size_t *n, range_fn range, const void *ct
             range(ctx, i, 0, n[i]);
 }
 
-#ifdef _OPENMP
-/* Thread `tid` of `nt` takes global elements [lo, hi) and walks the arrays that
- * range covers. */
-static void run_share(size_t k, const size_t *n, size_t total, size_t align, int tid, int nt,
-                      range_fn range, const void *ctx)
+/* A pool job: chunk c is global elements [c*chunk, (c+1)*chunk) of the arrays
+ * laid end to end. */
+typedef struct {
+    size_t k, total, chunk;
+    const size_t *n;
+    range_fn range;
+    const void *ctx;
+} run_job;
+
+static void run_share(const void *x, size_t c, size_t local[2])
 {
-    size_t per = (total + (size_t)nt - 1) / (size_t)nt;
-    per = (per + align - 1) / align * align;
-    size_t lo = per * (size_t)tid, hi = lo + per;
-    if (hi > total)
-        hi = total;
-    size_t base = 0;
-    for (size_t i = 0; i < k && base < hi; base += n[i], i++) {
-        size_t a = lo > base ? lo - base : 0;
-        size_t b = hi - base < n[i] ? hi - base : n[i];
+    const run_job *j = x;
+    const size_t lo = c * j->chunk, hi = j->total - lo < j->chunk ? j->total : lo + j->chunk;
+    /* local = (i, base): the first array that can hold lo and where it starts;
+     * between the pool's resets to 0 a participant's chunks rise, so it only
+     * moves on */
+    size_t i = local[0], base = local[1];
+    while (base + j->n[i] <= lo)
+        base += j->n[i++];
+    local[0] = i;
+    local[1] = base;
+    for (; i < j->k && base < hi; base += j->n[i], i++) {
+        const size_t a = lo > base ? lo - base : 0;
+        const size_t b = hi - base < j->n[i] ? hi - base : j->n[i];
         if (a < b)
-            range(ctx, i, a, b);
+            j->range(j->ctx, i, a, b);
     }
 }
-#endif
+
+/* Elements per chunk: see FO_CHUNK_BYTES; a multiple of 64 bytes. */
+static size_t chunk_elems(size_t total, size_t elem_size, int nt)
+{
+    const size_t line = 64 / elem_size;
+    size_t per = total / ((size_t)nt * FO_CHUNKS_PER_THREAD);
+    if (per < FO_CHUNK_BYTES / elem_size)
+        per = FO_CHUNK_BYTES / elem_size;
+    if (per < total / (FO_POOL_MAX_CHUNKS / 2))
+        per = total / (FO_POOL_MAX_CHUNKS / 2);
+    return (per + line - 1) / line * line;
+}
 
 static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, const void *ctx)
 {
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total += n[i];
-#ifdef _OPENMP
-    int nt = fo_get_num_threads();
-    if (nt > 1 && total >= fo_parallel_threshold(elem_size)) {
-        const size_t align = 64 / elem_size;
-        parallel_used = 1;
-#pragma omp parallel num_threads(nt)
-        run_share(k, n, total, align, omp_get_thread_num(), omp_get_num_threads(), range, ctx);
-        return;
+    int mark;
+    const int nt = threads_for(total, elem_size, &mark);
+    if (nt > 1) {
+        const size_t chunk = chunk_elems(total, elem_size, nt);
+        const run_job j = {k, total, chunk, n, range, ctx};
+        fo_pool_run(nt, (total + chunk - 1) / chunk, run_share, &j);
+    } else {
+        run_serial(k, n, range, ctx);
     }
-#else
-    (void)elem_size;
-#endif
-    run_serial(k, n, range, ctx);
+    if (mark)
+        fo_pool_call_ended();
 }
 
 /* ---- One update: any rule, any dtype ------------------------------------------ */
@@ -172,7 +201,8 @@ static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, con
 typedef struct {
     fo_kernel_fn kernel;
     const fo_coef *coef;
-    unsigned flags, decay;
+    unsigned flags, decay, split;
+    double split_scale[2];
     size_t k, elem_size;
     void *const *x;            /* (2 + FO_MAX_STATES) * k pointers, as fo_update's */
     const double *weight_decay;
@@ -187,8 +217,12 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
         char *base = u->x[j * u->k + i];
         x[j] = base ? base + lo * u->elem_size : NULL;
     }
-    fo_array_coef a = {u->grad_scale, 0.0, 1.0};
-    unsigned flags = u->flags;
+    fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
+    unsigned flags = u->flags | u->split;
+    if (u->split) {  /* a scale below the dtype's normal range: see split_scale */
+        a.grad_scale = u->split_scale[0];
+        a.grad_scale2 = u->split_scale[1];
+    }
     const double wd = u->weight_decay ? u->weight_decay[i] : 0.0;
     if (wd != 0.0) {
         flags |= u->decay;
@@ -224,6 +258,22 @@ unsigned fo_rule_decay(int rule)
 
 static size_t elem_size(int dtype) { return dtype == FO_F32 ? sizeof(float) : sizeof(double); }
 
+/* A gradient scale below the dtype's normal range (clipping a norm near its
+ * largest values) loses bits when rounded to the dtype: it is applied as two
+ * factors instead, f[0] = 2^MIN_EXP (the smallest normal power of two whose
+ * frexp exponent is MIN_EXP) and f[1] = scale / f[0]; g*f[0] is exact for every
+ * element that matters. Returns 1 when split. The NumPy twin: _split_scale. */
+static int split_scale(double scale, int dtype, double f[2])
+{
+    const int min_exp = dtype == FO_F32 ? FLT_MIN_EXP : DBL_MIN_EXP;
+    const double tiny = dtype == FO_F32 ? FLT_MIN : DBL_MIN;
+    if (scale == 0.0 || fabs(scale) >= tiny)
+        return 0;
+    f[0] = ldexp(1.0, min_exp);
+    f[1] = ldexp(scale, -min_exp);
+    return 1;
+}
+
 int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo_step *s)
 {
     if (rule < 0 || rule >= FO_NUM_RULES || (dtype != FO_F32 && dtype != FO_F64))
@@ -234,62 +284,127 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
     const unsigned flags = kern->prepare[rule][dtype](s, &coef);
     if (flags == FO_INVALID)
         return -1;
-    update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, k, elem_size(dtype),
-                    x, s->weight_decay, s->lr, s->grad_scale};
+    update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
+                    elem_size(dtype), x, s->weight_decay, s->lr, s->grad_scale};
+    if (split_scale(s->grad_scale, dtype, u.split_scale))
+        u.split = FO_SCALE_SPLIT;
     run(k, n, u.elem_size, update_range, &u);
     return 0;
 }
 
-/* ---- The global sum of squares --------------------------------------------------
- * Per-chunk partial sums (fixed chunks of each array), added in order. Threads
- * fill disjoint runs of the partial sums, so the result is the serial one,
- * bitwise, for any thread count. */
-double fo_sumsq(int dtype, size_t k, void *const *g, const size_t *n, int *nonfinite)
+/* ---- The global norm --------------------------------------------------------------
+ * The sum of squares in double, from per-chunk partial sums (fixed chunks of
+ * each array) added in order: the same for any thread count. In parallel, the
+ * partial sums of a window of NORM_WINDOW chunks are filled by the pool
+ * (NORM_GROUP chunks per pool chunk) into a buffer on the stack, then added in
+ * order; then the next window. A float64 sum that overflowed, or that is so
+ * small that squares may have underflowed, is measured again with every element
+ * scaled by the power of two that brings the largest to [0.5, 1) (as BLAS's
+ * nrm2 scales); float32 squares always fit in double. */
+#define NORM_WINDOW 1024
+#define NORM_GROUP 16
+/* Below this a sum may have lost squares to underflow (each at most 2^-1074:
+ * relative to the sum below 2^-53 only above about n * 2^-1021). */
+#define FO_NORM_TINY 0x1p-900
+
+typedef struct {
+    size_t k, c0, c1;      /* norm chunks [c0, c1) of all arrays, numbered in order */
+    void *const *g;
+    const size_t *n;
+    size_t es;
+    int dtype;
+    double scale;
+    double *part;          /* part[c - c0] */
+    int bad;
+} norm_job;
+
+static void norm_share(const void *x, size_t pc, size_t local[2])
+{
+    const size_t CH = FO_NORM_CHUNK;
+    norm_job *j = (norm_job *)x;
+    const size_t lo = j->c0 + pc * NORM_GROUP;
+    const size_t hi = j->c1 - lo < NORM_GROUP ? j->c1 : lo + NORM_GROUP;
+    /* local = (i, base): the first array that can hold chunk lo, its first chunk */
+    size_t i = local[0], base = local[1];
+    int bad = 0;
+    while (base + (j->n[i] + CH - 1) / CH <= lo)
+        base += (j->n[i++] + CH - 1) / CH;
+    local[0] = i;
+    local[1] = base;
+    for (size_t c = lo; c < hi; c++) {
+        while (c >= base + (j->n[i] + CH - 1) / CH)
+            base += (j->n[i++] + CH - 1) / CH;
+        const size_t off = (c - base) * CH;
+        kern->sumsq[j->dtype](j->n[i] - off < CH ? j->n[i] - off : CH,
+                              (const char *)j->g[i] + off * j->es, j->scale,
+                              &j->part[c - j->c0], &bad);
+    }
+    if (bad)
+        __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+}
+
+/* Sum of (g*scale)^2 over every element, in the fixed order. */
+static double sum_of_squares(int dtype, size_t k, void *const *g, const size_t *n,
+                             double scale, int nt, int *nonfinite)
 {
     const size_t CH = FO_NORM_CHUNK, es = elem_size(dtype);
-    void (*sumsq)(size_t, const void *, double *, int *) = kern->sumsq[dtype == FO_F64];
-    size_t nchunks = 0, total = 0;
-    for (size_t i = 0; i < k; i++) {
-        nchunks += (n[i] + CH - 1) / CH;
-        total += n[i];
-    }
-    int bad = 0;
-    double sum = 0.0;
-#ifdef _OPENMP
-    const int nt = fo_get_num_threads();
-    double *part = nt > 1 && total >= fo_parallel_threshold(es) ? malloc(nchunks * sizeof(double)) : NULL;
-    if (part) {
-        parallel_used = 1;
-#pragma omp parallel num_threads(nt) reduction(|: bad)
-        {
-            const size_t tid = (size_t)omp_get_thread_num(), m = (size_t)omp_get_num_threads();
-            const size_t c0 = nchunks * tid / m, c1 = nchunks * (tid + 1) / m;
-            size_t base = 0;
-            for (size_t i = 0; i < k && base < c1; i++) {
-                const size_t ci = (n[i] + CH - 1) / CH;
-                for (size_t c = c0 > base ? c0 : base; c < c1 && c < base + ci; c++) {
-                    const size_t off = (c - base) * CH;
-                    sumsq(n[i] - off < CH ? n[i] - off : CH, (const char *)g[i] + off * es,
-                          &part[c], &bad);
-                }
-                base += ci;
-            }
-        }
-        for (size_t c = 0; c < nchunks; c++)
-            sum += part[c];
-        free(part);
-        *nonfinite = bad;
-        return sum;
-    }
-#endif
+    size_t nchunks = 0;
     for (size_t i = 0; i < k; i++)
-        for (size_t off = 0; off < n[i]; off += CH) {
-            double s;
-            sumsq(n[i] - off < CH ? n[i] - off : CH, (const char *)g[i] + off * es, &s, &bad);
-            sum += s;
+        nchunks += (n[i] + CH - 1) / CH;
+    double sum = 0.0;
+    int bad = 0;
+    if (nt > 1) {
+        double part[NORM_WINDOW];
+        norm_job j = {k, 0, 0, g, n, es, dtype, scale, part, 0};
+        for (; j.c0 < nchunks; j.c0 = j.c1) {
+            j.c1 = nchunks - j.c0 < NORM_WINDOW ? nchunks : j.c0 + NORM_WINDOW;
+            fo_pool_run(nt, (j.c1 - j.c0 + NORM_GROUP - 1) / NORM_GROUP, norm_share, &j);
+            for (size_t c = 0; c < j.c1 - j.c0; c++)
+                sum += part[c];
         }
+        bad = j.bad;
+    } else {
+        for (size_t i = 0; i < k; i++)
+            for (size_t off = 0; off < n[i]; off += CH) {
+                double s;
+                kern->sumsq[dtype](n[i] - off < CH ? n[i] - off : CH,
+                                   (const char *)g[i] + off * es, scale, &s, &bad);
+                sum += s;
+            }
+    }
     *nonfinite = bad;
     return sum;
+}
+
+double fo_norm(int dtype, size_t k, void *const *g, const size_t *n, int *nonfinite)
+{
+    if (dtype != FO_F32 && dtype != FO_F64)
+        return NAN;
+    size_t total = 0;
+    for (size_t i = 0; i < k; i++)
+        total += n[i];
+    int mark;
+    const int nt = threads_for(total, elem_size(dtype), &mark);
+    double sum = sum_of_squares(dtype, k, g, n, 1.0, nt, nonfinite);
+    double norm = sqrt(sum);
+    if (dtype == FO_F64 && !*nonfinite && (sum == INFINITY || sum < FO_NORM_TINY)) {
+        double largest = 0.0;  /* the rare path: serial */
+        for (size_t i = 0; i < k; i++) {
+            const double m = kern->maxabs[dtype](n[i], g[i]);
+            largest = m > largest ? m : largest;
+        }
+        norm = 0.0;
+        if (largest > 0.0) {
+            int e, bad;
+            frexp(largest, &e);
+            if (e < -1020)  /* 2^-e must itself be finite: subnormal values */
+                e = -1020;
+            norm = ldexp(sqrt(sum_of_squares(dtype, k, g, n, ldexp(1.0, -e), nt, &bad)), e);
+        }
+    }
+    if (mark)
+        fo_pool_call_ended();
+    return norm;
 }
 
 /* ---- Ceilings (benchmarks) ------------------------------------------------------ */

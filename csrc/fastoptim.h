@@ -29,11 +29,17 @@ int fo_isa_in_use(void);
 int fo_isa_supported(void);   /* best level this CPU supports and this build carries */
 const char *fo_isa_name(int isa);
 
-/* Threads: n <= 0 follows OpenMP's default (OMP_NUM_THREADS, threadpoolctl). */
+/* Threads (the pool: pool.h): n <= 0 restores the default, OMP_NUM_THREADS as
+ * read at start-up or else the CPUs this process may use. */
 void fo_set_num_threads(int n);
 int fo_get_num_threads(void);
-int fo_have_openmp(void);
-size_t fo_parallel_threshold(size_t elem_size); /* elements; serial below */
+/* Elements; a call below the first runs serially, and below the second too
+ * unless the workers are warm (awake, or the caller calls in a tight loop):
+ * waking a sleeping worker costs more than it saves there. */
+size_t fo_parallel_threshold(size_t elem_size);
+size_t fo_parallel_threshold_asleep(size_t elem_size);
+/* Set both (benchmarks that measure them; asleep is raised to awake if below). */
+void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep);
 
 /* Byte ranges [lo, hi) of a call's arrays; `written` marks arrays the call writes.
  * Returns 1 when no written range overlaps any other range (read-only ranges may
@@ -70,9 +76,10 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
 const char *fo_rule_info(int rule, int what);
 unsigned fo_rule_decay(int rule);
 
-/* Sum of g*g over every array, in double, the same for any thread count and
- * instruction set; *nonfinite = 1 if any element is Inf or NaN, else 0. */
-double fo_sumsq(int dtype, size_t k, void *const *g, const size_t *n, int *nonfinite);
+/* The Euclidean norm of every array together, the same for any thread count and
+ * instruction set, right for any finite values (no overflow or underflow in
+ * the squares); *nonfinite = 1 if any element is Inf or NaN, else 0. */
+double fo_norm(int dtype, size_t k, void *const *g, const size_t *n, int *nonfinite);
 
 /* Benchmarks: the memory traffic of an update that reads g and reads and writes
  * p and `nstates` state streams (x laid out as for fo_update, states in slots

@@ -101,3 +101,80 @@ def test_float32_l2_decay_matches_torch_at_the_equilibrium():
     assert abs(buf - 1.24) < 0.01
     np.testing.assert_allclose(opt.state["momentum_buffer"]["dW"][0], buf, rtol=1e-5)
     np.testing.assert_allclose(params["W"][0], w.detach().numpy()[0], rtol=1e-6)
+
+
+# --- the global norm at the ends of the floating-point range -----------------------------
+
+def test_clipping_a_gradient_whose_square_overflows():
+    """The reported case: the norm of [1.5e154] is 1.5e154 (its square overflows
+    double), so clipping to 1 gives a step of exactly -1."""
+    params = {"W": np.zeros(1)}
+    opt = fo.GD(params, learning_rate=1.0, max_grad_norm=1.0)
+    opt.step({"dW": np.array([1.5e154])})
+    assert opt.last_grad_norm == 1.5e154
+    assert params["W"][0] == pytest.approx(-1.0, rel=1e-15)
+
+
+def _extremes(dtype):
+    fi = np.finfo(dtype)
+    big, tiny, sub = float(fi.max), float(fi.tiny), float(fi.smallest_subnormal)
+    return {
+        "largest": [big / 2, big / 3, -big / 7],   # the norm itself still finite
+        "beyond a square": [math.sqrt(big) * 4, -math.sqrt(big) * 2, 1.0],
+        "smallest normal": [tiny, -tiny * 3, tiny / 2],
+        "subnormal": [sub, -sub * 5, sub * 1000],
+        "below a square": [math.sqrt(tiny) / 8, math.sqrt(tiny) / 3],
+        "mixed": [big / 2, sub, 1.0, -tiny],
+        "zeros": [0.0, -0.0],
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("case", list(_extremes(np.float64)))
+@pytest.mark.parametrize("max_norm", [1.0, 1e-30])
+def test_norm_and_clipping_at_the_extremes(dtype, case, max_norm):
+    """Any finite gradient gives the right norm (math.hypot of the values, to a
+    few ulps) and the right clipping: the clipped gradient has the norm asked for,
+    for values at and beyond the ends of float32's and float64's ranges, even
+    when the clipping factor is itself below the normal range."""
+    values = np.array(_extremes(dtype)[case], dtype=dtype)
+    n = values.size
+    grads = {"dW": np.concatenate([values, np.zeros(3000, dtype)])}  # several norm chunks
+    expected = math.hypot(*[float(x) for x in values])
+    params = {"W": np.zeros(n + 3000, dtype)}
+    opt = fo.GD(params, learning_rate=1.0, max_grad_norm=max_norm)
+    opt.step(grads)
+    assert math.isfinite(opt.last_grad_norm)
+    assert opt.last_grad_norm == pytest.approx(expected, rel=4e-16 * 8, abs=0.0)
+    step = -params["W"].astype(np.float64)
+    coef = max_norm / (expected + 1e-6)
+    if coef < 1.0:
+        # clipped: the step is the gradient scaled to max_norm; every element
+        # whose scaled value is normal in the dtype is right to a few ulps
+        want = values.astype(np.float64) * coef
+        fi = np.finfo(dtype)
+        normal = np.abs(want) >= float(fi.tiny)
+        np.testing.assert_allclose(step[:n][normal], want[normal], rtol=8 * float(fi.eps))
+    else:
+        np.testing.assert_array_equal(step[:n], values.astype(np.float64))
+
+
+@pytest.mark.skipif(fo.BACKEND != "c", reason="compares the compiled step with the NumPy step")
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("case", list(_extremes(np.float64)))
+def test_extreme_norms_and_split_scales_agree_bitwise(dtype, case):
+    """The rescaled norm pass and the two-factor scale: compiled == NumPy, bitwise."""
+    values = np.array(_extremes(dtype)[case], dtype=dtype)
+    grads = {"dW": np.concatenate([values, np.linspace(-1, 1, 5000).astype(dtype) * values[0]])}
+    for rule in ("Adam", "SGD", "Lion"):
+        out = []
+        for compiled in (True, False):
+            params = {"W": np.ones(grads["dW"].size, dtype)}
+            opt = getattr(fo, rule)(params, max_grad_norm=1e-30)
+            if not compiled:
+                opt._unbind()
+            opt.step(grads)
+            out.append((params["W"].copy(), opt.last_grad_norm))
+        assert out[0][1] == out[1][1] or (math.isnan(out[0][1]) and math.isnan(out[1][1]))
+        np.testing.assert_array_equal(out[0][0].view(np.uint8), out[1][0].view(np.uint8),
+                                      err_msg=f"{rule} {case}")

@@ -15,7 +15,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
-from libc.math cimport M_PI, cos, isfinite, pow, sqrt
+from libc.math cimport M_PI, cos, hypot, isfinite, pow, sqrt
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memset
 
@@ -54,16 +54,28 @@ cdef extern from "fastoptim.h" nogil:
     const char *fo_isa_name(int isa)
     void fo_set_num_threads(int n)
     int fo_get_num_threads()
-    int fo_have_openmp()
     size_t fo_parallel_threshold(size_t elem_size)
+    size_t fo_parallel_threshold_asleep(size_t elem_size)
+    void fo_set_parallel_threshold(size_t elem_size, size_t awake, size_t asleep)
     const char *fo_compiler()
     const char *fo_kernel_flags()
     int fo_spans_disjoint(fo_span *s, size_t n)
     int fo_update(int rule, int dtype, size_t k, void **x, const size_t *n, fo_step *s)
     const char *fo_rule_info(int rule, int what)
     unsigned fo_rule_decay(int rule)
-    double fo_sumsq(int dtype, size_t k, void **g, const size_t *n, int *nonfinite)
+    double fo_norm(int dtype, size_t k, void **g, const size_t *n, int *nonfinite)
     int fo_ceiling(int dtype, int nstates, size_t k, void **x, const size_t *n)
+
+cdef extern from "pool.h" nogil:
+    int fo_pool_workers()
+    const char *fo_pool_wait_name()
+    const char *fo_pool_error()
+    const char *fo_pool_threads_source()
+    long fo_pool_spin_us()
+    long fo_pool_pause_us()
+    void fo_pool_set_spin_us(long us, long pause_us)
+    void fo_pool_debug(int mode, long delay_us)
+    void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int reset)
 
 ISA_NAMES = ("baseline", "avx2", "avx512")
 cdef int NSLOTS = 2 + FO_MAX_STATES   # p, g, then the state slots
@@ -106,9 +118,49 @@ def set_num_threads(int n):
 def get_num_threads():
     return fo_get_num_threads()
 
+def pool_info():
+    """How threads are run: the pool, its wait policy and its serial thresholds."""
+    cdef const char *err = fo_pool_error()
+    return {
+        "pool": ("fastoptim's own (POSIX threads): the calling thread takes part; fixed "
+                 "chunks, each thread's own share first, then what the others left"),
+        "threads_from": fo_pool_threads_source().decode(),
+        "workers_started": fo_pool_workers(),
+        "wait": (f"spin {fo_pool_spin_us()} us (pause {fo_pool_pause_us()} us, then yield), "
+                 f"then sleep ({fo_pool_wait_name().decode()})"),
+        "spin_us": fo_pool_spin_us(),
+        "pause_us": fo_pool_pause_us(),
+        "parallel_threshold": {"float32": fo_parallel_threshold(4),
+                               "float64": fo_parallel_threshold(8)},
+        "parallel_threshold_asleep": {"float32": fo_parallel_threshold_asleep(4),
+                                      "float64": fo_parallel_threshold_asleep(8)},
+        "pool_error": None if err == NULL else err.decode(),
+    }
+
+def set_parallel_threshold(dtype, size_t awake, size_t asleep):
+    """Serial thresholds for float32 or float64 (benchmarks that measure them)."""
+    fo_set_parallel_threshold(np.dtype(dtype).itemsize, awake, asleep)
+
+def set_spin_us(long us, long pause_us=-1):
+    """How long an idle worker spins before it sleeps, and for how much of that on
+    the CPU's pause before it yields at each turn (benchmarks and tests)."""
+    fo_pool_set_spin_us(us, pause_us)
+
+_POOL_DEBUG = {"normal": 0, "late": 1, "stale": 2, "slow": 3, "never": 4, "no_start": 5}
+
+def _pool_debug(mode="normal", long delay_us=0):
+    """Tests only: make workers late, stale, slow, idle or unable to start
+    (csrc/pool.h, fo_pool_debug)."""
+    fo_pool_debug(_POOL_DEBUG[mode], delay_us)
+
+def _pool_counters(bint reset=False):
+    """Tests only: (chunks run by workers, claims abandoned by late workers)."""
+    cdef unsigned long chunks = 0, stale = 0
+    fo_pool_counters(&chunks, &stale, reset)
+    return chunks, stale
+
 def build_info():
     return {
-        "openmp": bool(fo_have_openmp()),
         "parallel_threshold": {"float32": fo_parallel_threshold(4),
                                "float64": fo_parallel_threshold(8)},
         "compiler": fo_compiler().decode(),
@@ -463,24 +515,24 @@ cdef bint _states_match(RuleInfo *info, tuple states, unsigned f):
 
 
 def grad_norm(parameters, grads):
-    """(sqrt(sum of g*g over every gradient), all elements finite), the sum in
-    double in a fixed order (the same for any thread count)."""
+    """(the global norm of the gradients, all elements finite), in a fixed order
+    (the same for any thread count), right for any finite values."""
     cdef Call c
     cdef int bad = 0
-    cdef double total = 0.0
+    cdef double norm = 0.0
     _init(&c)
     try:
         if not _gather(&c, parameters, grads, ()):
             return _fallback.grad_norm(parameters, grads)
         if c.k:
             if c.total < NOGIL_MIN:
-                total = fo_sumsq(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
+                norm = fo_norm(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
             else:
                 with nogil:
-                    total = fo_sumsq(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
+                    norm = fo_norm(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
     finally:
         _free(&c)
-    return sqrt(total), not bad
+    return norm, not bad
 
 
 def ceiling(parameters, grads, *states):

@@ -259,13 +259,15 @@ def _(p, gi, s, c, f):
 
 def _split_scale(scale, dtype):
     """(scale, None), or, when `scale` is below the dtype's normal range (clipping a
-    norm near its largest values), (a power of two, the rest): applied one after
-    the other they keep all the scale's bits (the driver's FO_SCALE_SPLIT)."""
-    tiny = np.finfo(dtype).tiny if dtype.kind == "f" else 0.0
-    if scale == 0.0 or abs(scale) >= tiny:
+    norm near its largest values), (2**min_exp, the rest): applied one after the
+    other they keep the scale's bits (the driver's split_scale)."""
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
         return scale, None
-    m, e = math.frexp(scale)
-    return math.ldexp(1.0, e), m
+    fi = np.finfo(dtype)
+    if scale == 0.0 or abs(scale) >= fi.tiny:
+        return scale, None
+    min_exp = fi.minexp + 1  # C's FLT_MIN_EXP / DBL_MIN_EXP (frexp's convention)
+    return math.ldexp(1.0, min_exp), math.ldexp(scale, -min_exp)
 
 
 def _l2_sum(g, wd, p):
@@ -449,8 +451,12 @@ def _group_norm(gradients):
         largest = max((float(np.max(np.abs(g))) for g in gradients if g.size), default=0.0)
         if largest == 0.0:
             return 0.0, finite
-        e = math.frexp(largest)[1]
-        return math.ldexp(math.sqrt(_sum_of_squares(gradients, math.ldexp(1.0, -e))), e), finite
+        e = max(math.frexp(largest)[1], -1020)  # 2**-e finite: subnormal values
+        root = math.sqrt(_sum_of_squares(gradients, math.ldexp(1.0, -e)))
+        try:
+            return math.ldexp(root, e), finite
+        except OverflowError:  # the norm itself beyond double's range (C's ldexp: inf)
+            return math.inf, finite
     return math.sqrt(total), finite
 
 

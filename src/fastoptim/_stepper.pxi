@@ -49,7 +49,7 @@ cdef class Stepper:
     cdef Py_ssize_t nw
     cdef object _refs                 # keeps every array and key alive
     cdef bint busy                    # a step is running with the GIL released
-    cdef double norm_sq               # the last norm pass's sum of squares
+    cdef double norm                  # the last norm pass's result
 
     def __cinit__(self):
         self.rule = -1
@@ -322,7 +322,7 @@ cdef class Stepper:
                 for i in range(self.k):
                     Py_XDECREF(self.grads[i])
         if self.max_norm >= 0.0 or self.skip:
-            self.last_grad_norm = sqrt(self.norm_sq)
+            self.last_grad_norm = self.norm
         return done
 
     cdef int _update(self) noexcept nogil:
@@ -332,20 +332,20 @@ cdef class Stepper:
         cdef double total = 0.0, coef, scale = 1.0
         cdef Group *G
         if self.max_norm >= 0.0 or self.skip:
-            # groups in order, each summed from zero: _fallback.norm's order
+            # each dtype group's norm, combined in order: _fallback.norm's
             for j in range(self.ngroups):
                 G = &self.groups[j]
                 g_bad = 0
-                total += fo_sumsq(G.dtype, G.k, G.x + G.k, G.n, &g_bad)
+                total = hypot(total, fo_norm(G.dtype, G.k, G.x + G.k, G.n, &g_bad))
                 bad = bad | g_bad
-            self.norm_sq = total
+            self.norm = total
             if self.skip and bad:
                 return 0
             if self.max_norm >= 0.0:
                 # torch's clip_grad_norm_ rule; a NaN norm (a NaN gradient, not
                 # skipped) leaves the scale at 1, so the NaN reaches only the
                 # elements it touches.
-                coef = self.max_norm / (sqrt(total) + 1e-6)
+                coef = self.max_norm / (total + 1e-6)
                 if coef < 1.0:
                     scale = coef
         self.args.grad_scale = -scale if self.maximize else scale

@@ -49,12 +49,21 @@ def parse_args(argv, prog="python -m fastoptim bench"):
     ap.add_argument("--algo", choices=("adam", "all"), default="adam",
                     help="all: every optimizer fastoptim has (SGD, Adam, AdamW, NAdam, ...) "
                          "against its own ceiling and torch (default size 1e7)")
+    ap.add_argument("--loop", action="store_true",
+                    help="the step inside a training loop (an MLP and the course net, forward "
+                         "and backward in NumPy): quiet, then with one other process busy")
+    ap.add_argument("--iters", type=int, default=None,
+                    help="--loop: iterations per contender and round (default 30)")
     return ap.parse_args(argv)
 
 
 def main(argv=None, out=None, prog="python -m fastoptim bench"):
     out = sys.stdout if out is None else out
     args = parse_args(sys.argv[1:] if argv is None else list(argv), prog)
+    if args.loop:
+        from . import loop
+
+        return loop.main(args, out)
     if args.rounds is None:
         args.rounds = 3 if args.quick else 7
     if args.min_ms is None:
