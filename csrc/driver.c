@@ -296,8 +296,8 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
  * The sum of squares in double, from per-chunk partial sums (fixed chunks of
  * each array) added in order: the same for any thread count. In parallel, the
  * partial sums of a window of NORM_WINDOW chunks are filled by the pool
- * (NORM_GROUP chunks per pool chunk) into a buffer on the stack, then added in
- * order; then the next window. A float64 sum that overflowed, or that is so
+ * (NORM_GROUP chunks per pool chunk) into a buffer on the stack (8 KiB), then
+ * added in order; then the next window. A float64 sum that overflowed, or that is so
  * small that squares may have underflowed, is measured again with every element
  * scaled by the power of two that brings the largest to [0.5, 1) (as BLAS's
  * nrm2 scales); float32 squares always fit in double. */
@@ -315,7 +315,7 @@ typedef struct {
     int dtype;
     double scale;
     double *part;          /* part[c - c0] */
-    int bad;
+    int *bad;              /* bad[pool chunk]: it saw an Inf or NaN */
 } norm_job;
 
 static void norm_share(const void *x, size_t pc, size_t local[2])
@@ -339,8 +339,7 @@ static void norm_share(const void *x, size_t pc, size_t local[2])
                               (const char *)j->g[i] + off * j->es, j->scale,
                               &j->part[c - j->c0], &bad);
     }
-    if (bad)
-        __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+    j->bad[pc] = bad;
 }
 
 /* Sum of (g*scale)^2 over every element, in the fixed order. */
@@ -355,14 +354,17 @@ static double sum_of_squares(int dtype, size_t k, void *const *g, const size_t *
     int bad = 0;
     if (nt > 1) {
         double part[NORM_WINDOW];
-        norm_job j = {k, 0, 0, g, n, es, dtype, scale, part, 0};
+        int flags[NORM_WINDOW / NORM_GROUP];
+        norm_job j = {k, 0, 0, g, n, es, dtype, scale, part, flags};
         for (; j.c0 < nchunks; j.c0 = j.c1) {
             j.c1 = nchunks - j.c0 < NORM_WINDOW ? nchunks : j.c0 + NORM_WINDOW;
-            fo_pool_run(nt, (j.c1 - j.c0 + NORM_GROUP - 1) / NORM_GROUP, norm_share, &j);
+            const size_t pcs = (j.c1 - j.c0 + NORM_GROUP - 1) / NORM_GROUP;
+            fo_pool_run(nt, pcs, norm_share, &j);
             for (size_t c = 0; c < j.c1 - j.c0; c++)
                 sum += part[c];
+            for (size_t pc = 0; pc < pcs; pc++)
+                bad |= flags[pc];
         }
-        bad = j.bad;
     } else {
         for (size_t i = 0; i < k; i++)
             for (size_t off = 0; off < n[i]; off += CH) {
