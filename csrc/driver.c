@@ -204,16 +204,17 @@ typedef struct {
     unsigned flags, decay, split;
     double split_scale[2];
     size_t k, elem_size;
-    void *const *x;            /* (2 + FO_MAX_STATES) * k pointers, as fo_update's */
+    int dtype;
+    void *const *x;            /* FO_NSLOTS * k pointers, as fo_update's */
     const double *weight_decay;
-    double lr, grad_scale;
+    double lr, grad_scale, ema_decay;
 } update_ctx;
 
 static void update_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const update_ctx *u = v;
-    void *x[2 + FO_MAX_STATES];
-    for (size_t j = 0; j < 2 + FO_MAX_STATES; j++) {
+    void *x[FO_NSLOTS];
+    for (size_t j = 0; j < FO_NSLOTS; j++) {
         char *base = u->x[j * u->k + i];
         x[j] = base ? base + lo * u->elem_size : NULL;
     }
@@ -229,7 +230,19 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
         a.wd = wd;
         a.dec = 1.0 - u->lr * wd;
     }
-    u->kernel(hi - lo, x, u->coef, &a, flags);
+    if (!x[FO_SLOT_EMA]) {
+        u->kernel(hi - lo, x, u->coef, &a, flags);
+        return;
+    }
+    /* In blocks: each block's moving average right after its update, in cache. */
+    for (size_t b = 0; b < hi - lo; b += FO_BLOCK) {
+        const size_t m = hi - lo - b < FO_BLOCK ? hi - lo - b : FO_BLOCK;
+        void *xb[FO_NSLOTS];
+        for (size_t j = 0; j < FO_NSLOTS; j++)
+            xb[j] = x[j] ? (char *)x[j] + b * u->elem_size : NULL;
+        u->kernel(m, xb, u->coef, &a, flags);
+        kern->ema[u->dtype](m, xb[FO_SLOT_EMA], xb[FO_SLOT_P], u->ema_decay);
+    }
 }
 
 static const char *const rule_info[][5] = {
@@ -285,7 +298,8 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
     if (flags == FO_INVALID)
         return -1;
     update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
-                    elem_size(dtype), x, s->weight_decay, s->lr, s->grad_scale};
+                    elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
+                    s->ema_decay};
     if (split_scale(s->grad_scale, dtype, u.split_scale))
         u.split = FO_SCALE_SPLIT;
     run(k, n, u.elem_size, update_range, &u);
@@ -416,8 +430,8 @@ typedef struct { void *const *x; size_t k, elem_size; int nstates, dtype; } ceil
 static void ceiling_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const ceiling_ctx *c = v;
-    void *x[2 + FO_MAX_STATES];
-    for (size_t j = 0; j < 2 + FO_MAX_STATES; j++) {
+    void *x[FO_NSLOTS];
+    for (size_t j = 0; j < FO_NSLOTS; j++) {
         char *base = c->x[j * c->k + i];
         x[j] = base ? base + lo * c->elem_size : NULL;
     }
@@ -426,7 +440,7 @@ static void ceiling_range(const void *v, size_t i, size_t lo, size_t hi)
 
 int fo_ceiling(int dtype, int nstates, size_t k, void *const *x, const size_t *n)
 {
-    if ((dtype != FO_F32 && dtype != FO_F64) || nstates < 0 || nstates > FO_MAX_STATES)
+    if ((dtype != FO_F32 && dtype != FO_F64) || nstates < 0 || nstates > FO_MAX_STATES + 1)
         return -1;
     ceiling_ctx c = {x, k, elem_size(dtype), nstates, dtype};
     run(k, n, c.elem_size, ceiling_range, &c);

@@ -62,11 +62,20 @@ typedef struct {
     const double *weight_decay;      /* per array, or NULL for none */
     double grad_scale;               /* gradients are read as g*grad_scale (clipping;
                                         negative to maximize) */
+    double ema_decay;                /* with an EMA slot: after the update,
+                                        ema = ema_decay*ema + (1-ema_decay)*p */
 } fo_step;
 
-/* Apply `rule` to k arrays of type `dtype`. x holds (2 + FO_MAX_STATES) * k
- * pointers: x[0*k + i] the parameter, x[1*k + i] its gradient, x[(2+j)*k + i]
- * state slot j (NULL where the rule's flags leave slot j out). Returns 0, or -1
+/* The pointer slots of fo_update's x, k pointers each: the parameter, its
+ * gradient, the rule's state slots, then streams any rule may have. */
+enum { FO_SLOT_P = 0, FO_SLOT_G = 1, FO_SLOT_STATE = 2,
+       FO_SLOT_EMA = 2 + FO_MAX_STATES,   /* the parameters' moving average */
+       FO_NSLOTS };
+
+/* Apply `rule` to k arrays of type `dtype`. x holds FO_NSLOTS * k pointers:
+ * x[FO_SLOT_P*k + i] the parameter, x[FO_SLOT_G*k + i] its gradient,
+ * x[(FO_SLOT_STATE+j)*k + i] state slot j (NULL where the rule's flags leave
+ * slot j out), x[FO_SLOT_EMA*k + i] its moving average (or NULL). Returns 0, or -1
  * (nothing written) for an unknown rule or dtype, a flag combination the rule
  * was not compiled for, or a decay style it does not take. */
 int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo_step *s);
@@ -83,7 +92,8 @@ double fo_norm(int dtype, size_t k, void *const *g, const size_t *n, int *nonfin
 
 /* Benchmarks: the memory traffic of an update that reads g and reads and writes
  * p and `nstates` state streams (x laid out as for fo_update, states in slots
- * 0..nstates-1), with trivial arithmetic: the machine's limit for that update. */
+ * 0..nstates-1, an EMA slot counted as one more), with trivial arithmetic: the
+ * machine's limit for that update. */
 int fo_ceiling(int dtype, int nstates, size_t k, void *const *x, const size_t *n);
 
 #ifdef __cplusplus

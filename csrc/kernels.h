@@ -26,6 +26,10 @@ typedef unsigned (*fo_prepare_fn)(fo_step *s, fo_coef *coef);
 typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
                              const fo_array_coef *a, unsigned flags);
 
+/* Elements per block when the driver runs a range in blocks (an EMA updated
+ * right after its block, while the block is in cache). */
+#define FO_BLOCK 256
+
 /* Global-norm reduction: elements per partial sum and lanes per chunk. Both are
  * fixed, so the sum does not depend on the thread count or instruction set. */
 #define FO_NORM_CHUNK 1024
@@ -36,6 +40,7 @@ typedef struct {
     fo_kernel_fn kernel[FO_NUM_RULES][2];
     void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
     double (*maxabs[2])(size_t n, const void *g);
+    void (*ema[2])(size_t n, void *ema, const void *p, double decay);
     void (*ceiling[2])(size_t n, void *const *x, int nstates);
 } fo_kernels;
 

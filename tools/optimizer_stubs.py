@@ -64,11 +64,16 @@ class Optimizer:
     def skip_nonfinite(self) -> bool: ...
     @skip_nonfinite.setter
     def skip_nonfinite(self, value: bool) -> None: ...
+    @property
+    def ema(self) -> _Arrays | None: ...
+    @property
+    def gradient_accumulation_steps(self) -> int: ...
 '''
 
 TYPES = {"parameters": "_Arrays", "learning_rate": "_Rate", "weight_decay": "_Decay",
          "weight_decay_mask": "_Mask", "max_grad_norm": "float | None",
-         "skip_nonfinite": "bool", "arena": "bool"}
+         "skip_nonfinite": "bool", "ema_decay": "float | None", "ema_warmup": "bool",
+         "gradient_accumulation_steps": "int", "arena": "bool"}
 
 
 def class_stub(cls):

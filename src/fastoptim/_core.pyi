@@ -40,5 +40,6 @@ class Stepper:
     def _unbind(self) -> None: ...
     def _configure(
         self, hyper: tuple[float, ...], flags: int, decay: int, weight_decay: list[float],
-        max_norm: float | None, skip: bool, maximize: bool,
+        max_norm: float | None, skip: bool, maximize: bool, ema_decay: float = ...,
+        ema_warmup: bool = ...,
     ) -> None: ...

@@ -30,6 +30,8 @@ cnp.import_array()
 cdef extern from "fastoptim.h" nogil:
     enum:
         FO_MAX_STATES
+        FO_NSLOTS
+        FO_SLOT_EMA
         FO_MAX_HYPER
         FO_MAX_SCALARS
         FO_NUM_RULES
@@ -48,6 +50,7 @@ cdef extern from "fastoptim.h" nogil:
         unsigned decay
         const double *weight_decay
         double grad_scale
+        double ema_decay
     int fo_init(int max_isa)
     int fo_isa_in_use()
     int fo_isa_supported()
@@ -78,7 +81,7 @@ cdef extern from "pool.h" nogil:
     void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int reset)
 
 ISA_NAMES = ("baseline", "avx2", "avx512")
-cdef int NSLOTS = 2 + FO_MAX_STATES   # p, g, then the state slots
+cdef int NSLOTS = FO_NSLOTS   # p, g, the state slots, the EMA (fastoptim.h)
 
 
 def _dispatch_cap():
@@ -329,9 +332,9 @@ cdef inline void _free(Call *c):
 cdef bint _gather(Call *c, object parameters, object grads, tuple states) except -1:
     """Fill `c` for the fast path; False sends the call to the fallback.
     `states` holds one dict (or None, an absent slot) per state slot."""
-    cdef PyObject *dicts[2 + FO_MAX_STATES]   # the dicts of slots 1.. (grads, then states)
+    cdef PyObject *dicts[FO_NSLOTS]   # the dicts of slots 1.. (grads, then states)
     cdef Py_ssize_t ns = len(states), s
-    if type(parameters) is not dict or type(grads) is not dict or ns > FO_MAX_STATES:
+    if type(parameters) is not dict or type(grads) is not dict or ns > NSLOTS - 2:
         return False
     dicts[1] = <PyObject *>grads
     for s in range(ns):
@@ -339,7 +342,7 @@ cdef bint _gather(Call *c, object parameters, object grads, tuple states) except
         if d is not None and type(d) is not dict:
             return False
         dicts[2 + s] = <PyObject *>d if d is not None else NULL
-    for s in range(ns, FO_MAX_STATES):
+    for s in range(ns, NSLOTS - 2):
         dicts[2 + s] = NULL
     cdef Py_ssize_t k = len(<dict>parameters)
     c.k = k
@@ -480,6 +483,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
                 and len(<tuple>states) == info.nstates and _states_match(info, states, f)):
             st.flags = f
             st.decay = <unsigned>decay
+            st.ema_decay = 0.0
             _init(&c)
             try:
                 if (_gather(&c, parameters, grads, states)
@@ -536,13 +540,13 @@ def grad_norm(parameters, grads):
 
 
 def ceiling(parameters, grads, *states):
-    """The traffic of an update that reads g and reads and writes p and up to three
+    """The traffic of an update that reads g and reads and writes p and up to four
     state dicts, with trivial arithmetic: x += g for each (benchmarks only).
     Takes the fast path's inputs only."""
     cdef Call c
     cdef int ns = len(states)
-    if ns > FO_MAX_STATES:
-        raise ValueError(f"ceiling takes at most {FO_MAX_STATES} state dicts")
+    if ns > FO_MAX_STATES + 1:
+        raise ValueError(f"ceiling takes at most {FO_MAX_STATES + 1} state dicts")
     _init(&c)
     try:
         if not _gather(&c, parameters, grads, tuple(states)):

@@ -27,6 +27,8 @@ ADAM_AMSGRAD = 1
 RADAM_RECTIFIED = 1
 RMSPROP_CENTERED, RMSPROP_MOMENTUM = 1, 2
 
+MAX_STATES = 3  # FO_MAX_STATES: state slots a rule may have
+
 _KINDS = {
     "beta": check.beta,          # [0, 1)
     "fraction": check.fraction,  # [0, 1]
@@ -280,6 +282,18 @@ def _l2_sum(g, wd, p):
     return g + wd * p
 
 
+def ema_decay(decay, warmup, t):
+    """The moving average's decay at step t (the compiled step's, in double)."""
+    return min(decay, (1.0 + t) / (10.0 + t)) if warmup else decay
+
+
+def ema_update(ema, p, decay):
+    """ema = d*ema + (1-d)*p in the arrays' dtype (kernels.inc's ema)."""
+    with np.errstate(all="ignore"):
+        ema *= decay
+        ema += (1.0 - decay) * p
+
+
 def _max(a, b):
     """Elementwise max that keeps a NaN from either side (the kernels' FO_MAX)."""
     return np.where((a > b) | np.isnan(a), a, b)
@@ -502,5 +516,6 @@ class Stepper:
     def _unbind(self):
         """The compiled backend drops its pointers here; nothing to do."""
 
-    def _configure(self, hyper, flags, decay, weight_decay, max_norm, skip, maximize):
+    def _configure(self, hyper, flags, decay, weight_decay, max_norm, skip, maximize,
+                   ema_decay=0.0, ema_warmup=False):
         """The compiled backend copies the settings here; nothing to do."""

@@ -30,6 +30,8 @@ cdef class Stepper:
     cdef double sc[FO_MAX_SCALARS]
     cdef double max_norm              # < 0: no clipping
     cdef bint skip, maximize
+    cdef double ema_decay             # with an EMA slot
+    cdef bint ema_warmup
     cdef int ngroups
     cdef Group groups[2]
     cdef Py_ssize_t k
@@ -88,8 +90,8 @@ cdef class Stepper:
         self._refs = None
 
     def _bind(self, str rule, list keys, list rows):
-        """Gather the pointers of `rows[i] = [p, slot 0, slot 1, ...]` (None for
-        an absent slot) of parameter keys[i], by dtype. Returns False (every
+        """Gather the pointers of `rows[i] = [p, state slot 0, ..., the EMA]`
+        (None for an absent slot) of parameter keys[i], by dtype. Returns False (every
         step then takes _step_numpy) when an array cannot take the C path. The
         caller has checked the arrays (writeable, not overlapping, state shaped
         and laid out like its parameter)."""
@@ -191,10 +193,12 @@ cdef class Stepper:
         return True
 
     def _configure(self, tuple hyper, unsigned flags, unsigned decay, list weight_decay,
-                   max_norm, bint skip, bint maximize):
+                   max_norm, bint skip, bint maximize, double ema_decay=0.0,
+                   bint ema_warmup=False):
         """Copy the settings (checked by the caller) into C fields: the rule's
         hyperparameters and flags, the decay style, the weight decay of each key
-        (in the parameters' order), clipping, the non-finite skip, maximize."""
+        (in the parameters' order), clipping, the non-finite skip, maximize, the
+        moving average's decay and warmup."""
         cdef int j
         cdef Py_ssize_t i
         cdef Group *G
@@ -202,6 +206,8 @@ cdef class Stepper:
         self.max_norm = -1.0 if max_norm is None else <double>max_norm
         self.skip = skip
         self.maximize = maximize
+        self.ema_decay = ema_decay
+        self.ema_warmup = ema_warmup
         if self.rule < 0:
             return
         for j in range(len(hyper)):
@@ -305,6 +311,9 @@ cdef class Stepper:
             self.grads[i] = item
         self.args.t = t
         self.args.lr = lr
+        self.args.ema_decay = self.ema_decay
+        if self.ema_warmup:  # (1 + t)/(10 + t) until it reaches the decay (_fallback's)
+            self.args.ema_decay = min(self.ema_decay, (1.0 + t) / (10.0 + t))
         cdef int done
         if self.total < NOGIL_MIN:
             done = self._update()

@@ -48,12 +48,17 @@ class Optimizer:
     def skip_nonfinite(self) -> bool: ...
     @skip_nonfinite.setter
     def skip_nonfinite(self, value: bool) -> None: ...
+    @property
+    def ema(self) -> _Arrays | None: ...
+    @property
+    def gradient_accumulation_steps(self) -> int: ...
 
 class GD(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
 
 class SGD(Optimizer):
@@ -61,7 +66,8 @@ class SGD(Optimizer):
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, momentum: float = 0.0,
         dampening: float = 0.0, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         nesterov: bool = False, maximize: bool = False, max_grad_norm: float | None = None,
-        skip_nonfinite: bool = False, arena: bool = True,
+        skip_nonfinite: bool = False, ema_decay: float | None = None,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     momentum: float
     dampening: float
@@ -78,7 +84,8 @@ class Adagrad(Optimizer):
         initial_accumulator_value: float = 0.0, epsilon: float = 1e-10,
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     lr_decay: float
     epsilon: float
@@ -94,7 +101,8 @@ class Adam(Optimizer):
         beta2: float = 0.999, epsilon: float = 1e-08, weight_decay: _Decay = 0.0,
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -113,7 +121,8 @@ class Adamax(Optimizer):
         beta2: float = 0.999, epsilon: float = 1e-08, weight_decay: _Decay = 0.0,
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -129,7 +138,8 @@ class Lion(Optimizer):
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta1: float = 0.9,
         beta2: float = 0.99, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         maximize: bool = False, max_grad_norm: float | None = None,
-        skip_nonfinite: bool = False, arena: bool = True,
+        skip_nonfinite: bool = False, ema_decay: float | None = None,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -143,7 +153,8 @@ class Momentum(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta: float = 0.9,
         nesterov: bool = False, max_grad_norm: float | None = None,
-        skip_nonfinite: bool = False, arena: bool = True,
+        skip_nonfinite: bool = False, ema_decay: float | None = None,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta: float
     nesterov: bool
@@ -155,7 +166,8 @@ class NAdam(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         decoupled_weight_decay: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -176,7 +188,8 @@ class RAdam(Optimizer):
         beta2: float = 0.999, epsilon: float = 1e-08, weight_decay: _Decay = 0.0,
         weight_decay_mask: _Mask = None, decoupled_weight_decay: bool = False,
         maximize: bool = False, max_grad_norm: float | None = None,
-        skip_nonfinite: bool = False, arena: bool = True,
+        skip_nonfinite: bool = False, ema_decay: float | None = None,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -194,7 +207,8 @@ class RMSprop(Optimizer):
         epsilon: float = 1e-08, momentum: float = 0.0, weight_decay: _Decay = 0.0,
         weight_decay_mask: _Mask = None, centered: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     alpha: float
     epsilon: float
@@ -213,7 +227,8 @@ class AdamW(Adam):
         beta2: float = 0.999, epsilon: float = 1e-08, weight_decay: _Decay = 0.01,
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
-        arena: bool = True,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float

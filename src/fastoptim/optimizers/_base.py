@@ -146,6 +146,10 @@ class Optimizer(_backend.Stepper):
         self._opts = {name: check.flag(args[name], name) for name in self.declaration.options}
         self._max_norm = _max_grad_norm(args["max_grad_norm"])
         self._skip = check.flag(args["skip_nonfinite"], "skip_nonfinite")
+        self._ema_decay = _ema_decay(args["ema_decay"])
+        self._ema_warmup = check.flag(args["ema_warmup"], "ema_warmup")
+        self._accumulate = check.integer(args["gradient_accumulation_steps"],
+                                         "gradient_accumulation_steps", minimum=1)
         arrays = _check_parameters(parameters)
         self._keys = [k for k, _ in arrays]
         self._mask = None
@@ -166,25 +170,39 @@ class Optimizer(_backend.Stepper):
         self._slots = tuple(not need or bool(flags & need) for need in self._rule.state_flags)
         names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
         kept = tuple(n for n, keep in zip(names, self._slots) if keep)
+        extra = (("ema",) if self._ema_decay is not None else ()) + \
+            (("grad_sum",) if self._accumulate > 1 else ())
         if arena:
             self._claim(arrays)
-        self._params, self._state, self._buffers = _build(arrays, kept, arena)
+        self._params, self._state, self._buffers = _build(arrays, kept + extra, arena)
         for slot, value in init.items():
             for a in self._state[self.declaration.state_names.get(slot, slot)].values():
                 a.fill(value)
+        if "ema" in self._state:  # the average starts at the parameters
+            for k in self._keys:
+                self._state["ema"]["d" + k][...] = self._params[k]
+        self._accumulated = 0  # gradients summed so far in this cycle
         self._groups = _groups(self._params)
-        self._written = _written_spans(self._params, self._state)
+        # what a step writes (the gradient sum is the accumulation's, read by the step)
+        self._written = _written_spans(self._params, {n: d for n, d in self._state.items()
+                                                      if n != "grad_sum"})
         self._written_roots = {id(_root(a)) for a in self._written[2]}
-        rows = [[self._params[k]] + [self._state[n]["d" + k] if keep else None
-                                     for n, keep in zip(names, self._slots)]
+        # per key: p, the rule's state slots (padded to the C slots), the EMA
+        pad = (None,) * (_fallback.MAX_STATES - len(names))
+        rows = [[self._params[k]]
+                + [self._state[n]["d" + k] if keep else None for n, keep in zip(names, self._slots)]
+                + list(pad) + [self._state["ema"]["d" + k] if "ema" in self._state else None]
                 for k in self._keys]
         self._bind(self.declaration.rule, list(self._keys), rows)
-        # the NumPy step's arrays, by dtype group: (index, key, p, state slots)
+        # the NumPy step's arrays, by dtype group: (index, key, p, state slots, ema)
         self._arrays_by_group = {
             group[0]: [(i, self._keys[i], np.asarray(rows[i][0]),
-                        [None if a is None else np.asarray(a) for a in rows[i][1:]])
+                        [None if a is None else np.asarray(a) for a in rows[i][1:1 + len(names)]],
+                        rows[i][-1])
                        for i in group]
             for group in self._groups}
+        if self._accumulate > 1:  # every call goes through the accumulation first
+            self.step = self._accumulating_step
         self._configure_step()
         if arena:
             parameters.update(self._params)
@@ -225,7 +243,9 @@ class Optimizer(_backend.Stepper):
         """After a setting changes: hand the step its settings."""
         self._configure(self._rule_hyperparameters(), self._rule_flags(), self._decay_style(),
                         [self._wd[k] for k in self._keys], self._max_norm, self._skip,
-                        self._opts.get("maximize", False))
+                        self._opts.get("maximize", False),
+                        self._ema_decay if self._ema_decay is not None else 0.0,
+                        self._ema_warmup)
 
     def _resolve_decay(self, value):
         wd = _per_key(self._keys, value, "weight_decay", check.nonnegative)
@@ -266,9 +286,16 @@ class Optimizer(_backend.Stepper):
             scale = -scale
         hyper, flags, decay = self._rule_hyperparameters(), self._rule_flags(), self._decay_style()
         scalars = self._scalars
+        ema = None
+        if self._ema_decay is not None:
+            ema = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
         for group in self._groups:
-            rows = [(p, gs[i], s, self._wd[k]) for i, k, p, s in self._arrays_by_group[group[0]]]
+            entries = self._arrays_by_group[group[0]]
+            rows = [(p, gs[i], s, self._wd[k]) for i, k, p, s, _ in entries]
             new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
+            if ema is not None:
+                for _, _, p, _, e in entries:
+                    _fallback.ema_update(e, p, ema)
         if self._groups:
             self._scalars = new
         self._t = t
@@ -325,7 +352,46 @@ class Optimizer(_backend.Stepper):
                 f"step from now on (build one optimizer per dict, or pass arena=False)",
                 RuntimeWarning, stacklevel=4)
 
+    def _accumulating_step(self, grads):
+        """step() with gradient_accumulation_steps = k > 1: the gradients of k
+        calls are summed in call order (in the parameters' dtype) and scaled by
+        1/k; every k-th call steps with them and returns what that step returns,
+        the others return False. A call that raises changes nothing."""
+        gs = self._checked_grads(grads)
+        acc = self._state["grad_sum"]
+        with np.errstate(all="ignore"):
+            for k, g in zip(self._keys, gs):
+                a = acc["d" + k]
+                if self._accumulated == 0:
+                    np.copyto(a, g)
+                else:
+                    np.add(a, g, out=a)
+        self._accumulated += 1
+        if self._accumulated < self._accumulate:
+            return False
+        self._accumulated = 0
+        scale = 1.0 / self._accumulate
+        with np.errstate(all="ignore"):
+            for a in acc.values():
+                np.multiply(a, scale, out=a)
+        return type(self).step(self, acc)
+
     # --- attributes -----------------------------------------------------------------------
+
+    @property
+    def ema(self):
+        """The parameters' exponential moving average by key (the optimizer's own
+        arrays; a new dict), or None without ema_decay. Updated by every step
+        inside the same pass: ema = d*ema + (1-d)*W, d = ema_decay (with
+        ema_warmup: min(ema_decay, (1 + t)/(10 + t)))."""
+        if "ema" not in self._state:
+            return None
+        return {k: self._state["ema"]["d" + k] for k in self._keys}
+
+    @property
+    def gradient_accumulation_steps(self):
+        """Calls whose gradients are summed (and scaled by 1/k) into one step."""
+        return self._accumulate
 
     @property
     def t(self):
@@ -453,6 +519,8 @@ class Optimizer(_backend.Stepper):
             else:
                 items["weight_decay"] = wd
         items.update(zip(self._rule.scalars, self._scalars))
+        if self._accumulate > 1:
+            items["accumulated"] = self._accumulated
         for name, d in self._state.items():
             for dkey, a in d.items():
                 items[f"{name}/{dkey}"] = a.copy() if copy else a
@@ -553,6 +621,13 @@ class Optimizer(_backend.Stepper):
             wd = _per_key(self._keys, wd, "state_dict weight_decay", check.nonnegative)
         scalars = tuple(_fallback._KINDS[kind](take(s), f"state_dict[{s!r}]")
                         for s, kind in zip(self._rule.scalars, self._rule.scalar_kinds))
+        accumulated = 0
+        if self._accumulate > 1:
+            accumulated = check.integer(take("accumulated"), "state_dict['accumulated']",
+                                        minimum=0)
+            if accumulated >= self._accumulate:
+                raise ValueError(f"state_dict['accumulated'] is {accumulated}; this {name} "
+                                 f"accumulates {self._accumulate} steps")
 
         lr = keep = object()
         if "learning_rate" in sd:
@@ -599,6 +674,7 @@ class Optimizer(_backend.Stepper):
             if wd is not None:
                 self._wd = wd
             self._scalars = scalars
+            self._accumulated = accumulated
             if lr is not keep:
                 self.learning_rate = lr
             self._configure_step()
@@ -627,7 +703,9 @@ class Optimizer(_backend.Stepper):
         if self.declaration.weight_decay is not None:
             settings["weight_decay"] = dict(self._wd)
         settings.update(learning_rate=self.learning_rate, max_grad_norm=self._max_norm,
-                        skip_nonfinite=self._skip)
+                        skip_nonfinite=self._skip, ema_decay=self._ema_decay,
+                        ema_warmup=self._ema_warmup,
+                        gradient_accumulation_steps=self._accumulate)
         return (_restore, (type(self), self._params, settings, self._state_items(copy=False)))
 
 
@@ -701,6 +779,9 @@ def _signature(cls):
     params += [P(name, P.KEYWORD_ONLY, default=False) for name in cls.declaration.options]
     params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
                P("skip_nonfinite", P.KEYWORD_ONLY, default=False),
+               P("ema_decay", P.KEYWORD_ONLY, default=None),
+               P("ema_warmup", P.KEYWORD_ONLY, default=False),
+               P("gradient_accumulation_steps", P.KEYWORD_ONLY, default=1),
                P("arena", P.KEYWORD_ONLY, default=True)]
     return inspect.Signature(params)
 
@@ -728,6 +809,18 @@ _COMMON_DOC = {
     "skip_nonfinite": ("bool",
                        "If any gradient element is Inf or NaN, skip the step: parameters, "
                        "state and t stay unchanged and step() returns False."),
+    "ema_decay": ("float in [0, 1) or None",
+                  "Keep an exponential moving average of the parameters (attribute ema), "
+                  "updated in the same pass as the step: ema = d*ema + (1 - d)*W, starting "
+                  "at the parameters (timm's ModelEmaV2, optax.ema without debiasing)."),
+    "ema_warmup": ("bool",
+                   "Use d = min(ema_decay, (1 + t)/(10 + t)) at step t, so that early "
+                   "parameters weigh less (tf.train.ExponentialMovingAverage's num_updates)."),
+    "gradient_accumulation_steps": ("int",
+                                    "k >= 1: step() sums the gradients of k calls in call "
+                                    "order, and every k-th call steps with the sum times 1/k "
+                                    "(returning what that step returns; the other calls "
+                                    "return False)."),
     "arena": ("bool",
               "Move the parameters into one 64-byte-aligned buffer per dtype (True), or "
               "update the given arrays where they are (False)."),
@@ -756,11 +849,11 @@ def _parameters_doc(cls):
         entry("weight_decay_mask", *_COMMON_DOC["weight_decay_mask"])
     for name, o in cls.declaration.options.items():
         entry(name, "bool, default False", o.doc)
-    for name in ("max_grad_norm", "skip_nonfinite", "arena"):
+    defaults = {"max_grad_norm": "None", "skip_nonfinite": "False", "ema_decay": "None",
+                "ema_warmup": "False", "gradient_accumulation_steps": "1", "arena": "True"}
+    for name, default in defaults.items():
         kind, doc = _COMMON_DOC[name]
-        entry(name, kind + (", default None" if name == "max_grad_norm" else
-                            ", default False" if name == "skip_nonfinite" else ", default True"),
-              doc)
+        entry(name, f"{kind}, default {default}", doc)
     lines += ["", "Raises", "------", "TypeError"]
     lines += _wrap("`parameters` is not a dict of floating-point arrays keyed by str, or a "
                    "setting has the wrong type (named).")
@@ -782,6 +875,12 @@ def _wrap(text, indent="    "):
 
 
 # --- checks and the arena ---------------------------------------------------------------------
+
+def _ema_decay(value):
+    if value is None:
+        return None
+    return check.beta(value, "ema_decay")
+
 
 def _max_grad_norm(value):
     if value is None:
