@@ -208,6 +208,9 @@ typedef struct {
     void *const *x;            /* FO_NSLOTS * k pointers, as fo_update's */
     const double *weight_decay;
     double lr, grad_scale, ema_decay;
+    int sources;
+    size_t source_stride;
+    double source_scale;
 } update_ctx;
 
 static void update_range(const void *v, size_t i, size_t lo, size_t hi)
@@ -230,18 +233,26 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
         a.wd = wd;
         a.dec = 1.0 - u->lr * wd;
     }
-    if (!x[FO_SLOT_EMA]) {
+    if (!x[FO_SLOT_EMA] && u->sources <= 1) {
         u->kernel(hi - lo, x, u->coef, &a, flags);
         return;
     }
-    /* In blocks: each block's moving average right after its update, in cache. */
+    /* In blocks, each in cache: a gradient of several sources summed into a
+     * buffer on the stack, then the update, then the moving average. */
+    double gradient[FO_BLOCK];  /* room for FO_BLOCK elements of either type */
     for (size_t b = 0; b < hi - lo; b += FO_BLOCK) {
         const size_t m = hi - lo - b < FO_BLOCK ? hi - lo - b : FO_BLOCK;
         void *xb[FO_NSLOTS];
         for (size_t j = 0; j < FO_NSLOTS; j++)
             xb[j] = x[j] ? (char *)x[j] + b * u->elem_size : NULL;
+        if (u->sources > 1) {
+            kern->sum_sources[u->dtype](m, gradient, xb[FO_SLOT_G], u->sources,
+                                        u->source_stride, u->source_scale);
+            xb[FO_SLOT_G] = gradient;
+        }
         u->kernel(m, xb, u->coef, &a, flags);
-        kern->ema[u->dtype](m, xb[FO_SLOT_EMA], xb[FO_SLOT_P], u->ema_decay);
+        if (xb[FO_SLOT_EMA])
+            kern->ema[u->dtype](m, xb[FO_SLOT_EMA], xb[FO_SLOT_P], u->ema_decay);
     }
 }
 
@@ -299,7 +310,7 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
         return -1;
     update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
                     elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
-                    s->ema_decay};
+                    s->ema_decay, s->sources, s->source_stride, s->source_scale};
     if (split_scale(s->grad_scale, dtype, u.split_scale))
         u.split = FO_SCALE_SPLIT;
     run(k, n, u.elem_size, update_range, &u);

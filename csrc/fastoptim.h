@@ -64,6 +64,13 @@ typedef struct {
                                         negative to maximize) */
     double ema_decay;                /* with an EMA slot: after the update,
                                         ema = ema_decay*ema + (1-ema_decay)*p */
+    int sources;                     /* > 1: the gradient is the sum, in order, of
+                                        `sources` arrays source_stride elements apart
+                                        (the first at the gradient slot), times
+                                        source_scale, in the element type (data
+                                        parallelism: every rank's slice, in rank order) */
+    size_t source_stride;
+    double source_scale;
 } fo_step;
 
 /* The pointer slots of fo_update's x, k pointers each: the parameter, its

@@ -57,5 +57,6 @@ const fo_kernels FO_CAT(fo_kernels, FO_ISA) = {
     .sumsq = {FO_FN(sumsq_f32), FO_FN(sumsq_f64)},
     .maxabs = {FO_FN(maxabs_f32), FO_FN(maxabs_f64)},
     .ema = {FO_FN(ema_f32), FO_FN(ema_f64)},
+    .sum_sources = {FO_FN(sum_sources_f32), FO_FN(sum_sources_f64)},
     .ceiling = {FO_FN(ceiling_f32), FO_FN(ceiling_f64)},
 };

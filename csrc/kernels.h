@@ -26,8 +26,9 @@ typedef unsigned (*fo_prepare_fn)(fo_step *s, fo_coef *coef);
 typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
                              const fo_array_coef *a, unsigned flags);
 
-/* Elements per block when the driver runs a range in blocks (an EMA updated
- * right after its block, while the block is in cache). */
+/* Elements per block when the driver runs a range in blocks: the gradient of
+ * several sources summed into a buffer on the stack, the EMA updated right
+ * after its block, while the block is in cache. */
 #define FO_BLOCK 256
 
 /* Global-norm reduction: elements per partial sum and lanes per chunk. Both are
@@ -41,6 +42,8 @@ typedef struct {
     void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
     double (*maxabs[2])(size_t n, const void *g);
     void (*ema[2])(size_t n, void *ema, const void *p, double decay);
+    void (*sum_sources[2])(size_t n, void *dst, const void *src, int sources, size_t stride,
+                           double scale);
     void (*ceiling[2])(size_t n, void *const *x, int nstates);
 } fo_kernels;
 

@@ -360,3 +360,27 @@ def test_a_call_without_arrays_still_checks_and_advances_the_scalar_state():
             M.update("sgd", {}, {}, (None,), 1, 0.1, (0.0, 0.0), decay=DEC)
         with pytest.raises(ValueError, match="weight decay style"):
             M.update("sgd", {}, {}, (None,), 1, 0.1, (0.0, 0.0), decay=-1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("sources", [2, 3, 4])
+def test_a_gradient_of_several_sources_is_their_sum_in_order(dtype, sources):
+    """The compiled step with sources (data parallelism): gradient = ((g0 + g1)
+    + ...) * scale in the dtype, then the step: bitwise what one step with that
+    gradient gives, with the moving average on too."""
+    import fastoptim
+
+    rng = np.random.default_rng(sources)
+    n = 1000
+    start = rng.standard_normal(n).astype(dtype)
+    recv = rng.standard_normal((sources, n)).astype(dtype)
+    a_params, b_params = {"W": start.copy()}, {"W": start.copy()}
+    a = fastoptim.AdamW(a_params, ema_decay=0.9)
+    b = fastoptim.AdamW(b_params, ema_decay=0.9)
+    a._configure_sources(sources, n, 1.0 / sources)
+    assert a.step({"dW": recv[0]})
+    b.step({"dW": _fallback.sum_sources(list(recv), 1.0 / sources)})
+    np.testing.assert_array_equal(a_params["W"], b_params["W"])
+    np.testing.assert_array_equal(a.ema["W"], b.ema["W"])
+    for name in ("v", "s"):
+        np.testing.assert_array_equal(a.state[name]["dW"], b.state[name]["dW"])

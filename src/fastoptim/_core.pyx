@@ -51,6 +51,9 @@ cdef extern from "fastoptim.h" nogil:
         const double *weight_decay
         double grad_scale
         double ema_decay
+        int sources
+        size_t source_stride
+        double source_scale
     int fo_init(int max_isa)
     int fo_isa_in_use()
     int fo_isa_supported()
@@ -484,6 +487,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
             st.flags = f
             st.decay = <unsigned>decay
             st.ema_decay = 0.0
+            st.sources = 1
             _init(&c)
             try:
                 if (_gather(&c, parameters, grads, states)

@@ -282,6 +282,17 @@ def _l2_sum(g, wd, p):
     return g + wd * p
 
 
+def sum_sources(sources, scale):
+    """((s_0 + s_1) + ... + s_{n-1}) * scale in the arrays' dtype (kernels.inc's
+    sum_sources): the gradient of several sources, in order."""
+    with np.errstate(all="ignore"):
+        total = np.array(sources[0], copy=True)
+        for s in sources[1:]:
+            total += s
+        total *= scale
+    return total
+
+
 def ema_decay(decay, warmup, t):
     """The moving average's decay at step t (the compiled step's, in double)."""
     return min(decay, (1.0 + t) / (10.0 + t)) if warmup else decay
@@ -327,11 +338,14 @@ def _step(t):
 @_silent
 def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     """The update of checked arrays: `entries` is a list of (p, g, states, wd)
-    with states in slot order (None where absent). Returns the new scalars."""
+    with states in slot order (None where absent); g may be (sources, scale), the
+    gradient's sources to sum in order (sum_sources). Returns the new scalars."""
     # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
     # float(t) from overflowing
     c, f, scalars = r.prepare(min(t, 2**64), lr, h, flags, tuple(scalars))
     for p, g, s, wd in entries:
+        if isinstance(g, tuple):  # several sources (data parallelism), in order
+            g = sum_sources(g[0], g[1])
         # Every rule starts from gi = grad_scale*g, and the array's decay:
         # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first.
         s1, s2 = _split_scale(grad_scale, p.dtype)

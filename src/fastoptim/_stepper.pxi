@@ -218,6 +218,9 @@ cdef class Stepper:
         self.args.t = 1
         self.args.lr = 0.0
         self.args.weight_decay = NULL
+        if self.args.sources < 1:
+            self.args.sources = 1
+            self.args.source_scale = 1.0
         probe = self.args
         if fo_update(self.rule, FO_F64, 0, NULL, NULL, &probe) != 0:
             raise ValueError(f"rule {fo_rule_info(self.rule, 0).decode()}: flags {flags} or "
@@ -230,6 +233,18 @@ cdef class Stepper:
             for i in range(self.k):
                 G = &self.groups[self.group[i]]
                 G.wd[self.slot[i]] = <double>weight_decay[i]
+
+    def _configure_sources(self, int sources, size_t stride, double scale):
+        """Gradients of `sources` sources (data parallelism): each step's
+        gradient of array i is the sum, in order, of `sources` arrays of the
+        gradient's shape and dtype, `stride` elements apart in memory (the first
+        the array given to step), times `scale`. The caller guarantees that the
+        memory of every source is valid for the whole of each step."""
+        if sources < 1:
+            raise ValueError(f"sources must be >= 1, got {sources}")
+        self.args.sources = sources
+        self.args.source_stride = stride
+        self.args.source_scale = scale
 
     @property
     def _scalars(self):
