@@ -213,14 +213,21 @@ typedef struct {
     double source_scale;
 } update_ctx;
 
+/* The slots of array i (x holds FO_NSLOTS * k pointers), each offset to element lo. */
+static void slots_at(void *out[FO_NSLOTS], void *const *x, size_t k, size_t i, size_t lo,
+                     size_t elem_size)
+{
+    for (size_t j = 0; j < FO_NSLOTS; j++) {
+        char *base = x[j * k + i];
+        out[j] = base ? base + lo * elem_size : NULL;
+    }
+}
+
 static void update_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const update_ctx *u = v;
     void *x[FO_NSLOTS];
-    for (size_t j = 0; j < FO_NSLOTS; j++) {
-        char *base = u->x[j * u->k + i];
-        x[j] = base ? base + lo * u->elem_size : NULL;
-    }
+    slots_at(x, u->x, u->k, i, lo, u->elem_size);
     fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
     unsigned flags = u->flags | u->split;
     if (u->split) {  /* a scale below the dtype's normal range: see split_scale */
@@ -442,10 +449,7 @@ static void ceiling_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const ceiling_ctx *c = v;
     void *x[FO_NSLOTS];
-    for (size_t j = 0; j < FO_NSLOTS; j++) {
-        char *base = c->x[j * c->k + i];
-        x[j] = base ? base + lo * c->elem_size : NULL;
-    }
+    slots_at(x, c->x, c->k, i, lo, c->elem_size);
     kern->ceiling[c->dtype](hi - lo, x, c->nstates);
 }
 

@@ -459,15 +459,20 @@ def run_problems(problems, algorithm, rounds, min_ns, out, results):
         best = measure(steps, rounds, min_ns)
         busy = meter.others()
         results[_key(problem)] = best
-        lines = table_rows(problem, algorithm, best)
-        if busy is not None and len(lines) > 1:
-            note = f"  others {busy:.2f} CPU"
-            lines[1] = note + lines[1][len(note):]
-        for line in lines:
-            print(line, file=out)
-        out.flush()
+        print_case(table_rows(problem, algorithm, best), busy, out)
         del inputs, steps
     return skipped_all
+
+
+def print_case(lines, others, out):
+    """A case's table rows, with the CPU other processes took during it under
+    the case's name (a parallel call waits for its slowest thread)."""
+    if others is not None and len(lines) > 1:
+        note = f"  others {others:.2f} CPU"
+        lines[1] = note + lines[1][len(note):]
+    for line in lines:
+        print(line, file=out)
+    out.flush()
 
 
 def _key(problem):

@@ -354,13 +354,7 @@ def run(out, rounds=10, block=30, models=True, scenarios=("quiet", "busy"), with
                 meter = B.CpuMeter()
                 stats = summarize(measure(trainers, rounds, block))
                 others = meter.others()
-            lines = table_rows(label, stats)
-            if others is not None and len(lines) > 1:
-                note = f"  others {others:.2f} CPU"
-                lines[1] = note + lines[1][len(note):]
-            for line in lines:
-                print(line, file=out)
-            out.flush()
+            B.print_case(table_rows(label, stats), others, out)
             results[(scenario, label.split(" [")[0])] = stats
     for name, why in skipped_all.items():
         print(f"skipped {name}: {why}", file=out)
