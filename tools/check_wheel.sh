@@ -20,7 +20,7 @@ trap 'rm -rf "$tmp"' EXIT
 wheel="$(ls "$tmp"/dist/fastoptim-*.whl)"
 echo "built $(basename "$wheel")"
 "$tmp/build-venv/bin/auditwheel" show "$wheel"
-"$tmp/build-venv/bin/auditwheel" repair -q "$wheel" -w "$tmp/wheelhouse"
+PATH="$tmp/build-venv/bin:$PATH" auditwheel repair "$wheel" -w "$tmp/wheelhouse" > "$tmp/repair.log"
 repaired="$(ls "$tmp"/wheelhouse/fastoptim-*.whl)"
 echo "repaired: $(basename "$repaired")"
 case "$(basename "$repaired")" in
