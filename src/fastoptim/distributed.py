@@ -441,6 +441,18 @@ class DataParallel:
             settings["weight_decay"] = wd
         return self._cls(params, arena=False, **settings)
 
+    def _sync_settings(self):
+        """The settings as the rank optimizers have them (after a state dict
+        restored some)."""
+        inner = self._inners[0]
+        self._settings["learning_rate"] = inner.learning_rate
+        for name, h in self._cls.declaration.hyperparameters.items():
+            if h.state is None:
+                self._settings[name] = getattr(inner, name)
+        for name in self._cls.declaration.options:
+            self._settings[name] = inner.options[name]
+        self._refresh()
+
     def _refresh(self):
         """After a setting changes: the digest the ranks compare at each step,
         and which step path applies."""
@@ -614,9 +626,9 @@ class DataParallel:
                 if s2 is not None:
                     np.multiply(g.sum[:n], s2, out=g.sum[:n])
 
-    def _gather(self):
+    def _gather(self, always=False):
         """Every rank's updated slice into every rank's parameters."""
-        if self._world == 1 or not self._sharded:
+        if self._world == 1 or not (self._sharded or always):
             return
         for g in self._groups:
             self._comm.Allgatherv(self._MPI.IN_PLACE,
@@ -954,3 +966,489 @@ def _disagreement(fingerprints):
         return ValueError(f"the ranks disagree on the settings: rank 0 has {settings0}, "
                           f"rank {r} has {settings}")
     return None
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+FORMAT = 1
+_MANIFEST = "manifest.json"
+_MARK = "fastoptim/distributed"
+_MAX_MANIFEST = 64 << 20   # bytes
+
+
+def _check_optimizer(optimizer):
+    if not isinstance(optimizer, DataParallel):
+        raise TypeError(f"optimizer must be a fastoptim.distributed.DataParallel, got "
+                        f"{type(optimizer).__name__}")
+
+
+def _rank_file(rank, world):
+    return f"rank-{rank:05d}-of-{world:05d}.npz"
+
+
+def save_checkpoint(directory, parameters, optimizer):
+    """Write the parameters and `optimizer`'s state to `directory`: one file
+    per rank and a manifest, atomically as a whole (collective).
+
+    Each rank writes its slice of every parameter and of the optimizer state
+    (with shard_state=False, its share of the whole state) into
+    ``<directory>/gen-<hex>/rank-<r>-of-<w>.npz``; when every rank has
+    written and flushed its file, rank 0 replaces ``<directory>/manifest.json``
+    (the commit: a rename) and removes the older generations. A crash before
+    that rename leaves the previous checkpoint whole and loadable. The
+    directory must be visible to every rank (a shared file system), and one
+    job at a time may save into it.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Created if missing.
+    parameters : dict of str to numpy.ndarray
+        The optimizer's parameters (the dict it was built with).
+    optimizer : DataParallel
+
+    Raises
+    ------
+    TypeError, KeyError, ValueError
+        `optimizer` is not a DataParallel, or `parameters` do not match its
+        keys, shapes and dtypes.
+    OSError
+        A rank could not write (every rank raises it, naming the rank).
+    """
+    _check_optimizer(optimizer)
+    comm, rank, world = optimizer.comm, optimizer.rank, optimizer.world_size
+    directory = os.fspath(directory)
+    payload, error = _local(optimizer._checkpoint_payload, parameters)
+    generation = None
+    if rank == 0 and error is None:
+        try:
+            os.makedirs(directory, exist_ok=True)
+            generation = "gen-" + secrets.token_hex(8)
+            os.mkdir(os.path.join(directory, generation))
+        except OSError as exc:
+            error = exc
+    _agree(comm, error)
+    generation = comm.bcast(generation, root=0)
+    folder = os.path.join(directory, generation)
+    _, error = _local(_write_rank_file, os.path.join(folder, _rank_file(rank, world)), payload)
+    try:
+        _agree(comm, error)
+    except BaseException:
+        if rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    error = None
+    if rank == 0:
+        try:
+            _fsync_path(folder)
+            _write_manifest(directory, optimizer._manifest(generation))
+            _remove_old_generations(directory, generation)
+        except OSError as exc:
+            error = exc
+    _agree(comm, error)
+
+
+def _write_rank_file(path, payload):
+    with open(path, "wb") as f:
+        np.savez(f, **payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_manifest(directory, manifest):
+    tmp = os.path.join(directory, f".{_MANIFEST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(directory, _MANIFEST))
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_path(directory)
+
+
+def _remove_old_generations(directory, keep):
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith("gen-") and name != keep and os.path.isdir(path) \
+                and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(f".{_MANIFEST}.") and name.endswith(".tmp"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _fsync_path(path):
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(directory, parameters, optimizer):
+    """Read a checkpoint written by save_checkpoint, at any world size, into
+    `parameters` and `optimizer`, in place (collective).
+
+    Each rank reads its new slice of the parameters and of the state from the
+    files of the ranks that saved those elements, and the rule's scalars (t,
+    settings, e.g. NAdam's mu_product) from rank 0's file; everything is
+    checked on every rank before anything changes; then the parameter slices
+    are all-gathered. A run resumed at any world size continues bitwise as the
+    uninterrupted run would (the mean gradient is the same sum, see
+    DataParallel). A checkpoint saved in the middle of a gradient-accumulation
+    cycle resumes only at its own world size.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        A directory written by save_checkpoint.
+    parameters : dict of str to numpy.ndarray
+        The optimizer's parameters (the dict it was built with).
+    optimizer : DataParallel
+        Of the saved optimizer's class, over parameters of the saved keys,
+        shapes and dtypes.
+
+    Raises
+    ------
+    FileNotFoundError
+        No manifest in `directory`, or a file it names is missing.
+    KeyError, TypeError, ValueError
+        A missing, extra or malformed entry, or one that does not match the
+        parameters or the optimizer (named). Every rank raises the same error
+        and nothing changes.
+    """
+    _check_optimizer(optimizer)
+    comm = optimizer.comm
+    directory = os.fspath(directory)
+    apply, error = _local(optimizer._checkpoint_reader, directory, parameters)
+    _agree(comm, error)
+    apply()
+
+
+class _Files:
+    """The rank files of one checkpoint, each opened once, entries read within
+    the bounds their destinations need (fastoptim.checkpoint's reader)."""
+
+    def __init__(self, directory, manifest):
+        self.directory = directory
+        self.manifest = manifest
+        self.open = {}
+
+    def archive(self, q):
+        from .checkpoint import _Archive
+
+        if q not in self.open:
+            path = os.path.join(self.directory, self.manifest["generation"],
+                                self.manifest["files"][q])
+            archive = _Archive(path)
+            if _MARK not in archive.members:
+                archive.close()
+                raise ValueError(f"{path}: not a fastoptim.distributed rank file")
+            self.open[q] = archive
+        return self.open[q]
+
+    def array(self, q, entry, count, dtype):
+        archive = self.archive(q)
+        if entry not in archive.members:
+            raise KeyError(f"{archive.path} has no entry {entry!r}")
+        a = archive.read(entry, budget=count * dtype.itemsize)
+        if a.shape != (count,) or a.dtype != dtype:
+            raise ValueError(f"{archive.path}: entry {entry!r} has shape {a.shape} and dtype "
+                             f"{a.dtype}; expected ({count},) of {dtype}")
+        return a
+
+    def scalars(self, q, skip):
+        archive = self.archive(q)
+        prefix = "optimizer/"
+        return {k[len(prefix):]: archive.read(k, scalar=True) for k in archive.members
+                if k.startswith(prefix) and k[len(prefix):] not in skip}
+
+    def close(self):
+        for archive in self.open.values():
+            archive.close()
+
+
+def _read_manifest(directory):
+    path = os.path.join(directory, _MANIFEST)
+    with open(path, "rb") as f:
+        text = f.read(_MAX_MANIFEST + 1)
+    if len(text) > _MAX_MANIFEST:
+        raise ValueError(f"{path}: larger than {_MAX_MANIFEST} bytes")
+    try:
+        m = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a fastoptim.distributed manifest ({exc})") from None
+    fields = {"format": str, "version": int, "generation": str, "world_size": int,
+              "optimizer": str, "parameters": list, "shares": dict, "files": list,
+              "gradient_accumulation_steps": int, "accumulated": int}
+    if not isinstance(m, dict) or m.get("format") != "fastoptim.distributed":
+        raise ValueError(f"{path}: not a fastoptim.distributed manifest")
+    for name, kind in fields.items():
+        if not isinstance(m.get(name), kind):
+            raise ValueError(f"{path}: {name!r} missing or not a {kind.__name__}")
+    if m["version"] != FORMAT:
+        raise ValueError(f"{path}: format version {m['version']}; this fastoptim reads "
+                         f"version {FORMAT}")
+    w = m["world_size"]
+    if w < 1 or len(m["files"]) != w or not all(
+            isinstance(f, str) and f == _rank_file(q, w) for q, f in enumerate(m["files"])):
+        raise ValueError(f"{path}: the files do not match world_size {w}")
+    if not m["generation"].startswith("gen-") or os.sep in m["generation"] or \
+            "/" in m["generation"] or m["generation"] in (".", ".."):
+        raise ValueError(f"{path}: bad generation {m['generation']!r}")
+    for entry in m["parameters"]:
+        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], str)
+                and isinstance(entry[1], list) and all(type(d) is int and d >= 0
+                                                       for d in entry[1])
+                and isinstance(entry[2], str) and entry[3] in ("C", "F")):
+            raise ValueError(f"{path}: bad parameter entry {entry!r}")
+        shares = m["shares"].get(entry[0])
+        n = math.prod(entry[1])
+        if not (isinstance(shares, list) and len(shares) == w and all(
+                isinstance(s, list) and len(s) == 2 and all(type(x) is int for x in s)
+                and 0 <= s[0] <= s[1] <= n for s in shares)):
+            raise ValueError(f"{path}: bad shares of parameter {entry[0]!r}")
+    return m
+
+
+def _dp_checkpoint_payload(self, parameters):
+    """This rank's file: its share of the parameters and of the state, and the
+    scalar state."""
+    check.check_dict("parameters", parameters)
+    payload = {_MARK: np.asarray(FORMAT)}
+    for g in self._groups:
+        for i, a, b in g.shares[self._rank]:
+            key = g.keys[i]
+            if key not in parameters:
+                raise KeyError(f"parameters has no key {key!r} (the optimizer has it)")
+            p = parameters[key]
+            if not isinstance(p, np.ndarray) or p.shape != g.shapes[i] or p.dtype != g.dtype:
+                raise ValueError(f"parameters[{key!r}] is not the optimizer's: expected shape "
+                                 f"{g.shapes[i]} and dtype {g.dtype}")
+            payload["parameters/" + key] = np.ravel(p, order=g.orders[i])[a:b]
+    extra = [k for k in parameters if k not in self._keys]
+    if extra:
+        raise KeyError(f"parameters has key {extra[0]!r}, which the optimizer lacks")
+    for name, value in self._scalar_state().items():
+        payload["optimizer/" + name] = np.asarray(value)
+    for j, g in enumerate(self._groups):
+        state = self._inners[j].state
+        for name, d in state.items():
+            for i, a, b in g.shares[self._rank]:
+                mine = np.ravel(d["d" + g.keys[i]], order="K")
+                if not self._sharded:
+                    mine = mine[a:b]
+                payload[f"optimizer/{name}/d{g.keys[i]}"] = mine
+        if self._accumulated:
+            for i, key in enumerate(g.keys):
+                payload[f"accumulation/d{key}"] = g.view(g.acc, i)
+    return payload
+
+
+def _dp_scalar_state(self):
+    """The state dict's scalars, as one optimizer over every key has them."""
+    inner = self._inners[0]
+    items = {k: v for k, v in inner.state_dict(copy=False).items()
+             if not isinstance(v, np.ndarray) and k != "weight_decay"
+             and not k.startswith("weight_decay/")}
+    if self._wd is not None and any(self._wd.values()):
+        wd = self.weight_decay
+        if isinstance(wd, dict):
+            items.update({f"weight_decay/{k}": x for k, x in wd.items()})
+        else:
+            items["weight_decay"] = wd
+    if self._accumulate > 1:
+        items["accumulated"] = self._accumulated
+    return items
+
+
+def _dp_manifest(self, generation):
+    shares = {}
+    for g in self._groups:
+        for i, key in enumerate(g.keys):
+            row = []
+            for r in range(self._world):
+                found = [(a, b) for j, a, b in g.shares[r] if j == i]
+                # an empty share: [n, n] after, [0, 0] before the array's elements
+                a, b = found[0] if found else ((0, 0) if g.cuts[r] <= g.offsets[i]
+                                              else (g.sizes[i], g.sizes[i]))
+                row.append([a, b])
+            shares[key] = row
+    params = []
+    for key in self._keys:
+        g, i = self._where(key)
+        params.append([key, list(g.shapes[i]), g.dtype.str, g.orders[i]])
+    return {"format": "fastoptim.distributed", "version": FORMAT, "generation": generation,
+            "world_size": self._world, "optimizer": self._cls.__name__,
+            "shard_state": self._sharded, "t": self.t,
+            "gradient_accumulation_steps": self._accumulate, "accumulated": self._accumulated,
+            "parameters": params, "shares": shares,
+            "files": [_rank_file(r, self._world) for r in range(self._world)]}
+
+
+def _dp_checkpoint_reader(self, directory, parameters):
+    """Read and check everything this rank needs; returns the function that
+    applies it (after every rank has succeeded)."""
+    m = _read_manifest(directory)
+    label = os.path.join(directory, _MANIFEST)
+    if m["optimizer"] != self._cls.__name__:
+        raise ValueError(f"{label} is for {m['optimizer']!r}, not {self._cls.__name__!r}")
+    saved = {e[0]: e for e in m["parameters"]}
+    for key in self._keys:
+        if key not in saved:
+            raise KeyError(f"{label} has no parameter {key!r}")
+    extra = sorted(set(saved) - set(self._keys))
+    if extra:
+        raise KeyError(f"{label} has parameters that the optimizer lacks: "
+                       f"{', '.join(map(repr, extra))}")
+    check.check_dict("parameters", parameters)
+    if sorted(parameters) != sorted(self._keys):
+        raise KeyError("parameters must have exactly the optimizer's keys")
+    for key in self._keys:
+        g, i = self._where(key)
+        _, shape, dtype, _ = saved[key]
+        if tuple(shape) != g.shapes[i]:
+            raise ValueError(f"{label}: parameter {key!r} has shape {tuple(shape)} but "
+                             f"parameters[{key!r}] has shape {g.shapes[i]}")
+        if np.dtype(dtype) != g.dtype:
+            raise TypeError(f"{label}: parameter {key!r} has dtype {np.dtype(dtype)} but "
+                            f"parameters[{key!r}] has dtype {g.dtype}")
+    if m["gradient_accumulation_steps"] != self._accumulate and m["accumulated"]:
+        raise ValueError(f"{label} was saved after {m['accumulated']} of "
+                         f"{m['gradient_accumulation_steps']} accumulated calls; this optimizer "
+                         f"accumulates {self._accumulate}")
+    if m["accumulated"] and m["world_size"] != self._world:
+        raise ValueError(f"{label} was saved in the middle of a gradient-accumulation cycle "
+                         f"({m['accumulated']} of {m['gradient_accumulation_steps']} calls) at "
+                         f"world size {m['world_size']}; it resumes only at that world size, "
+                         f"not {self._world}")
+    files = _Files(directory, m)
+    try:
+        return _dp_read(self, files, m, saved)
+    finally:
+        files.close()
+
+
+def _elements(files, m, saved, entry, key, a, b, dtype, order):
+    """Elements [a, b) of `key` in memory order `order`, from the ranks'
+    files (entry: "parameters/<key>" or "optimizer/<state>/d<key>")."""
+    _, shape, _, saved_order = saved[key]
+    shares = m["shares"][key]
+    if saved_order != order:   # another layout: the whole array, then this order's range
+        n = math.prod(shape)
+        whole = np.empty(n, dtype)
+        for q, (qa, qb) in enumerate(shares):
+            if qb > qa:
+                whole[qa:qb] = files.array(q, entry, qb - qa, dtype)
+        return np.ravel(whole.reshape(shape, order=saved_order), order=order)[a:b]
+    out = np.empty(b - a, dtype)
+    done = 0
+    for q, (qa, qb) in enumerate(shares):
+        lo, hi = max(a, qa), min(b, qb)
+        if hi > lo:
+            out[lo - a:hi - a] = files.array(q, entry, qb - qa, dtype)[lo - qa:hi - qa]
+            done += hi - lo
+    if done != b - a:
+        raise ValueError(f"{files.directory}: the saved shares of {key!r} do not cover "
+                         f"elements {a}..{b}")
+    return out
+
+
+def _dp_read(self, files, m, saved):
+    rank = self._rank
+    # the parameters: this rank's share (the cut), all-gathered after
+    param_copies = []
+    for g in self._groups:
+        for i, a, b in g.shares[rank]:
+            key = g.keys[i]
+            src = _elements(files, m, saved, "parameters/" + key, key, a, b, g.dtype, g.orders[i])
+            param_copies.append((g.flat[g.offsets[i] + a:g.offsets[i] + b], src))
+    # the scalars, from rank 0's file (every rank's are the same)
+    array_names = {f"{name}/d{key}" for name in self._inners[0].state for key in saved}
+    scalars = files.scalars(0, array_names)
+    accumulated = 0
+    if "accumulated" in scalars:
+        accumulated = check.integer(_base._scalar(scalars.pop("accumulated")),
+                                    "accumulated", minimum=0)
+    if self._accumulate == 1:
+        accumulated = 0
+    if self._wd is not None:
+        if "weight_decay" in scalars:
+            wd = _base._scalar(scalars.pop("weight_decay"))
+        elif any(f"weight_decay/{k}" in scalars for k in self._keys):
+            wd = {k: _base._scalar(scalars.pop(f"weight_decay/{k}"))
+                  if f"weight_decay/{k}" in scalars else None for k in self._keys}
+        else:
+            wd = 0.0
+        wd = _base._per_key(self._keys, wd, "the checkpoint's weight_decay", check.nonnegative)
+    applies = []
+    for j, g in enumerate(self._groups):
+        inner = self._inners[j]
+        sd = dict(scalars)
+        if self._wd is not None:
+            for k in inner._keys:
+                sd[f"weight_decay/{k}"] = wd.get(k, 0.0)
+        for name, d in inner.state.items():
+            for dkey, dest in d.items():
+                key = dkey[1:]
+                if key == _EMPTY or dest.size == 0:
+                    sd[f"{name}/{dkey}"] = np.zeros(dest.shape, dest.dtype)
+                    continue
+                i = g.keys.index(key)
+                a, b = (0, g.sizes[i])
+                for i2, a2, b2 in g.mine:
+                    if i2 == i:
+                        a, b = a2, b2
+                flat = _elements(files, m, saved, f"optimizer/{name}/d{key}", key, a, b,
+                                 g.dtype, g.orders[i])
+                sd[f"{name}/{dkey}"] = flat.reshape(dest.shape, order=_order(dest))
+        try:
+            applies.append(inner.check_state_dict(sd))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise type(exc)(f"{files.directory}: {_message(exc)}") from None
+    acc_copies = []
+    if accumulated:
+        for g in self._groups:
+            for i, key in enumerate(g.keys):
+                entry = f"accumulation/d{key}"
+                archive = files.archive(rank)
+                if entry not in archive.members:
+                    raise KeyError(f"{archive.path} has no entry {entry!r}")
+                a = archive.read(entry, budget=g.sizes[i] * g.dtype.itemsize)
+                if a.shape != g.shapes[i] or a.dtype != g.dtype:
+                    raise ValueError(f"{archive.path}: entry {entry!r} has shape {a.shape} and "
+                                     f"dtype {a.dtype}; expected {g.shapes[i]} of {g.dtype}")
+                acc_copies.append((g.view(g.acc, i), a))
+
+    def apply():
+        for dest, src in param_copies:
+            np.copyto(dest, src)
+        for fn in applies:
+            fn()
+        for dest, src in acc_copies:
+            np.copyto(dest, src)
+        self._accumulated = accumulated
+        if self._wd is not None:
+            self._wd = wd
+        self._sync_settings()
+        self._gather(always=True)
+
+    return apply
+
+
+DataParallel._checkpoint_payload = _dp_checkpoint_payload
+DataParallel._scalar_state = _dp_scalar_state
+DataParallel._manifest = _dp_manifest
+DataParallel._checkpoint_reader = _dp_checkpoint_reader
