@@ -168,9 +168,10 @@ def _agree(comm, error):
     for r, out in enumerate(outcomes):
         if out is not None:
             name, message = out
-            if error is not None and r == comm.Get_rank():
-                raise error
             exc = _ERRORS.get(name, RuntimeError)
+            if error is not None and r == comm.Get_rank():
+                exc = type(error) if type(error) in _ERRORS.values() else exc
+                raise exc(f"rank {r} of {len(outcomes)}: {message}") from error
             raise exc(f"rank {r} of {len(outcomes)}: {message}")
 
 
