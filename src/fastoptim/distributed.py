@@ -389,6 +389,12 @@ class DataParallel:
         self._inners = [self._rank_optimizer(g) for g in self._groups]
         if not self._inners:   # no parameters: one optimizer over nothing keeps t
             self._inners = [self._make_inner({_EMPTY: np.zeros(0)}, {})]
+        # the gradients' destinations, in the order _checked_grads returns them
+        self._send_views = [g.view(g.send, i) for g in self._groups for i in range(len(g.keys))]
+        self._acc_views = [g.view(g.acc, i) for g in self._groups for i in range(len(g.keys))] \
+            if self._accumulate > 1 else None
+        self._grad_views = {"d" + key: v for key, v in
+                            zip([k for g in self._groups for k in g.keys], self._send_views)}
         self._status = np.zeros(4, np.int64)
         self._statuses = np.zeros((w, 4), np.int64)
         self._replan()
@@ -524,13 +530,15 @@ class DataParallel:
         s[1] = self.t % 2**62
         s[2] = self._accumulated
         s[3] = self._digest
-        if self._world > 1:
-            self._comm.Allgather([s, self._MPI.INT64_T], [self._statuses, self._MPI.INT64_T])
-            statuses = self._statuses
-        else:
-            statuses = s.reshape(1, 4)
-        if statuses[:, 0].all() and (statuses[:, 1:] == statuses[0, 1:]).all():
+        if self._world == 1:
+            if error is not None:
+                _agree(self._comm, error)
             return
+        self._comm.Allgather([s, self._MPI.INT64_T], [self._statuses, self._MPI.INT64_T])
+        rows = self._statuses.tolist()
+        if rows[0][0] == 1 and all(row == rows[0] for row in rows):
+            return
+        statuses = self._statuses
         if not statuses[:, 0].all():
             _agree(self._comm, error)
         bad = int(np.flatnonzero((statuses[:, 1:] != statuses[0, 1:]).any(axis=1))[0])
@@ -548,17 +556,17 @@ class DataParallel:
 
     def _pack(self, checked):
         """This call's gradients into the send buffer (or the accumulation)."""
-        it = iter(checked)
         k = self._accumulate
         with np.errstate(all="ignore"):   # a value beyond the dtype's range becomes Inf
-            for g in self._groups:
-                target = g.send if k == 1 else g.acc
-                for i in range(len(g.keys)):
-                    a = next(it)
-                    dest = g.view(target, i)
-                    if k > 1 and self._accumulated:
-                        np.add(dest, a.astype(g.dtype, copy=False), out=dest)
-                    elif not _same_memory(a, dest):
+            if k == 1:
+                for a, dest in zip(checked, self._send_views):
+                    if a is not dest:   # gradients written into opt.grads are there already
+                        np.copyto(dest, a, casting="unsafe")
+            else:
+                for a, dest in zip(checked, self._acc_views):
+                    if self._accumulated:
+                        np.add(dest, a.astype(dest.dtype, copy=False), out=dest)
+                    else:
                         np.copyto(dest, a, casting="unsafe")
             self._accumulated += 1
             if self._accumulated == k:
@@ -759,11 +767,7 @@ class DataParallel:
         if self._accumulate > 1:
             raise AttributeError("grads: with gradient accumulation the gradients are summed "
                                  "into the optimizer's own buffer; pass any arrays to step()")
-        out = {}
-        for g in self._groups:
-            for i, key in enumerate(g.keys):
-                out["d" + key] = g.view(g.send, i)
-        return {"d" + k: out["d" + k] for k in self._keys}
+        return {"d" + k: self._grad_views["d" + k] for k in self._keys}
 
     @property
     def state(self):
@@ -920,11 +924,6 @@ class DataParallel:
             return None
         return {k: a for k, a in
                 ((dk[1:], v) for dk, v in self.gather_state()["ema"].items())}
-
-
-def _same_memory(a, b):
-    return (a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides
-            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def _disagreement(fingerprints):
