@@ -124,8 +124,15 @@ def _order(a):
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
-def _aligned(dtype, count):
-    return _base._aligned_zeros(np.dtype(dtype), count, 0)
+# Page offsets of the buffers (_base's staggering, in units of _base._STAGGER
+# bytes): a rank optimizer's state buffers take 0, 1, 2, ...; the parameters,
+# the received gradients, the sent ones and G other offsets, so that no two
+# streams of the update share their address bits below 4 KiB (4K aliasing).
+_PARAMS, _RECV, _SEND, _SUM = 6, 7, 8, 9
+
+
+def _aligned(dtype, count, j=_SUM):
+    return _base._aligned_zeros(np.dtype(dtype), count, j)
 
 
 class _Group:
@@ -370,18 +377,18 @@ class DataParallel:
         agreed on the layout and the settings)."""
         MPI, comm, w = self._MPI, self._comm, self._world
         for g in self._groups:
-            g.flat = _aligned(g.dtype, g.total)
+            g.flat = _aligned(g.dtype, g.total, _PARAMS)
             for i, key in enumerate(g.keys):
                 g.view(g.flat, i)[...] = self._arrays[key]
             g.mpi_type = _datatype(MPI, g.dtype)
             if w > 1:
                 comm.Bcast([g.flat, g.total, g.mpi_type], root=0)
-            g.send = _aligned(g.dtype, g.total)
-            g.acc = _aligned(g.dtype, g.total) if self._accumulate > 1 else None
+            g.send = _aligned(g.dtype, g.total, _SEND)
+            g.acc = _aligned(g.dtype, g.total, _SUM) if self._accumulate > 1 else None
             if w == 1:   # no communication: the kernel reads the send buffer
                 g.recv = g.send.reshape(1, g.total)
             else:
-                g.recv = _aligned(g.dtype, w * g.stride).reshape(w, g.stride)
+                g.recv = _aligned(g.dtype, w * g.stride, _RECV).reshape(w, g.stride)
             g.sum = _aligned(g.dtype, g.stride)   # G, when it is computed first
         del self._arrays
         self._accumulated = 0

@@ -193,10 +193,14 @@ def run_case(comm, label, shapes, threads, cores, out, with_torch):
     n = sum(math.prod(s) for s in shapes.values())
     grads = _grads(shapes, rank)
     dp = {}
-    for shard in (True, False):
+    for shard in (True, False, "zero-copy"):
         params = _params(shapes)
-        dp[shard] = (DataParallel(fo.Adam, params, comm, shard_state=shard, learning_rate=LR),
-                     params)
+        dp[shard] = (DataParallel(fo.Adam, params, comm, shard_state=bool(shard),
+                                  learning_rate=LR), params)
+    # gradients written where the step reads them: no copy (pack only checks them)
+    direct = dp["zero-copy"][0].grads
+    for k, g in grads.items():
+        direct[k][...] = g
     solo = fo.Adam(_params(shapes), learning_rate=LR) if rank == 0 else None
     solo_grads = _grads(shapes, 0)
     zero = None
@@ -217,12 +221,14 @@ def run_case(comm, label, shapes, threads, cores, out, with_torch):
             best[name] = per
 
     for r in range(ROUNDS):
-        order = ["sharded", "whole", "gather", "solo", "torch"]
+        order = ["sharded", "direct", "whole", "gather", "solo", "torch"]
         order = order[r % len(order):] + order[:r % len(order)]
         for name in order:
             comm.Barrier()
             if name == "sharded":
                 keep(name, _dp_sample(dp[True][0], grads, steps))
+            elif name == "direct":
+                keep(name, _dp_sample(dp["zero-copy"][0], direct, steps))
             elif name == "whole":
                 keep(name, _dp_sample(dp[False][0], grads, steps))
             elif name == "gather":
@@ -245,7 +251,8 @@ def run_case(comm, label, shapes, threads, cores, out, with_torch):
     # every rank's parameters are the same, bitwise
     same = all(len(set(comm.allgather(_digest({k: p.tobytes() for k, p in params.items()})))) == 1
                for _, params in dp.values())
-    state = {shard: comm.allgather(opt.state_nbytes) for shard, (opt, _) in dp.items()}
+    state = {shard: comm.allgather(opt.state_nbytes) for shard, (opt, _) in dp.items()
+             if shard != "zero-copy"}
     zero_state = comm.allgather(zero.state_nbytes()) if zero is not None else None
     if rank != 0:
         return None
@@ -258,13 +265,15 @@ def run_case(comm, label, shapes, threads, cores, out, with_torch):
             return None
         comm_s = sum(p.get(k, 0.0) for k in ("status", "exchange", "gather"))
         return (name, f"{ms * p['total']:.3f}",
-                f"{ms * comm_s:.3f}" if contender in ("sharded", "whole") else
+                f"{ms * comm_s:.3f}" if contender in ("sharded", "direct", "whole") else
                 (f"{ms * p['exchange']:.3f}" if contender == "torch" else "-"),
                 f"{ms * p['update']:.3f}" if "update" in p else
                 (f"{ms * p['update+broadcast']:.3f}*" if contender == "torch" else "-"),
                 " ".join(f"{k} {ms * p[k]:.3f}" for k in phases if k in p))
 
     rows = [row("DataParallel shard_state=True", "sharded",
+                ("pack", "status", "exchange", "update", "gather")),
+            row("  the same, gradients in opt.grads", "direct",
                 ("pack", "status", "exchange", "update", "gather")),
             row("DataParallel shard_state=False", "whole",
                 ("pack", "status", "exchange", "update")),
