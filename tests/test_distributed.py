@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from fastoptim import distributed
@@ -108,7 +107,7 @@ def test_import_fastoptim_does_not_load_the_distributed_module():
 @needs_mpi
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_bitwise_equal_to_one_process_for_every_optimizer(n):
-    assert f"bitwise: OK" in mpirun(n, "bitwise.py")
+    assert "bitwise: OK" in mpirun(n, "bitwise.py")
 
 
 @needs_mpi

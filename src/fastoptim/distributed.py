@@ -1025,7 +1025,7 @@ def save_checkpoint(directory, parameters, optimizer):
     _check_optimizer(optimizer)
     comm, rank, world = optimizer.comm, optimizer.rank, optimizer.world_size
     directory = os.fspath(directory)
-    payload, error = _local(optimizer._checkpoint_payload, parameters)
+    payload, error = _local(_checkpoint_payload, optimizer, parameters)
     generation = None
     if rank == 0 and error is None:
         try:
@@ -1048,7 +1048,7 @@ def save_checkpoint(directory, parameters, optimizer):
     if rank == 0:
         try:
             _fsync_path(folder)
-            _write_manifest(directory, optimizer._manifest(generation))
+            _write_manifest(directory, _manifest(optimizer, generation))
             _remove_old_generations(directory, generation)
         except OSError as exc:
             error = exc
@@ -1139,7 +1139,7 @@ def load_checkpoint(directory, parameters, optimizer):
     _check_optimizer(optimizer)
     comm = optimizer.comm
     directory = os.fspath(directory)
-    apply, error = _local(optimizer._checkpoint_reader, directory, parameters)
+    apply, error = _local(_checkpoint_reader, optimizer, directory, parameters)
     _agree(comm, error)
     apply()
 
@@ -1230,13 +1230,13 @@ def _read_manifest(directory):
     return m
 
 
-def _dp_checkpoint_payload(self, parameters):
+def _checkpoint_payload(opt, parameters):
     """This rank's file: its share of the parameters and of the state, and the
     scalar state."""
     check.check_dict("parameters", parameters)
     payload = {_MARK: np.asarray(FORMAT)}
-    for g in self._groups:
-        for i, a, b in g.shares[self._rank]:
+    for g in opt._groups:
+        for i, a, b in g.shares[opt._rank]:
             key = g.keys[i]
             if key not in parameters:
                 raise KeyError(f"parameters has no key {key!r} (the optimizer has it)")
@@ -1245,48 +1245,48 @@ def _dp_checkpoint_payload(self, parameters):
                 raise ValueError(f"parameters[{key!r}] is not the optimizer's: expected shape "
                                  f"{g.shapes[i]} and dtype {g.dtype}")
             payload["parameters/" + key] = np.ravel(p, order=g.orders[i])[a:b]
-    extra = [k for k in parameters if k not in self._keys]
+    extra = [k for k in parameters if k not in opt._keys]
     if extra:
         raise KeyError(f"parameters has key {extra[0]!r}, which the optimizer lacks")
-    for name, value in self._scalar_state().items():
+    for name, value in _scalar_state(opt).items():
         payload["optimizer/" + name] = np.asarray(value)
-    for j, g in enumerate(self._groups):
-        state = self._inners[j].state
+    for j, g in enumerate(opt._groups):
+        state = opt._inners[j].state
         for name, d in state.items():
-            for i, a, b in g.shares[self._rank]:
+            for i, a, b in g.shares[opt._rank]:
                 mine = np.ravel(d["d" + g.keys[i]], order="K")
-                if not self._sharded:
+                if not opt._sharded:
                     mine = mine[a:b]
                 payload[f"optimizer/{name}/d{g.keys[i]}"] = mine
-        if self._accumulated:
+        if opt._accumulated:
             for i, key in enumerate(g.keys):
                 payload[f"accumulation/d{key}"] = g.view(g.acc, i)
     return payload
 
 
-def _dp_scalar_state(self):
+def _scalar_state(opt):
     """The state dict's scalars, as one optimizer over every key has them."""
-    inner = self._inners[0]
+    inner = opt._inners[0]
     items = {k: v for k, v in inner.state_dict(copy=False).items()
              if not isinstance(v, np.ndarray) and k != "weight_decay"
              and not k.startswith("weight_decay/")}
-    if self._wd is not None and any(self._wd.values()):
-        wd = self.weight_decay
+    if opt._wd is not None and any(opt._wd.values()):
+        wd = opt.weight_decay
         if isinstance(wd, dict):
             items.update({f"weight_decay/{k}": x for k, x in wd.items()})
         else:
             items["weight_decay"] = wd
-    if self._accumulate > 1:
-        items["accumulated"] = self._accumulated
+    if opt._accumulate > 1:
+        items["accumulated"] = opt._accumulated
     return items
 
 
-def _dp_manifest(self, generation):
+def _manifest(opt, generation):
     shares = {}
-    for g in self._groups:
+    for g in opt._groups:
         for i, key in enumerate(g.keys):
             row = []
-            for r in range(self._world):
+            for r in range(opt._world):
                 found = [(a, b) for j, a, b in g.shares[r] if j == i]
                 # an empty share: [n, n] after, [0, 0] before the array's elements
                 a, b = found[0] if found else ((0, 0) if g.cuts[r] <= g.offsets[i]
@@ -1294,37 +1294,37 @@ def _dp_manifest(self, generation):
                 row.append([a, b])
             shares[key] = row
     params = []
-    for key in self._keys:
-        g, i = self._where(key)
+    for key in opt._keys:
+        g, i = opt._where(key)
         params.append([key, list(g.shapes[i]), g.dtype.str, g.orders[i]])
     return {"format": "fastoptim.distributed", "version": FORMAT, "generation": generation,
-            "world_size": self._world, "optimizer": self._cls.__name__,
-            "shard_state": self._sharded, "t": self.t,
-            "gradient_accumulation_steps": self._accumulate, "accumulated": self._accumulated,
+            "world_size": opt._world, "optimizer": opt._cls.__name__,
+            "shard_state": opt._sharded, "t": opt.t,
+            "gradient_accumulation_steps": opt._accumulate, "accumulated": opt._accumulated,
             "parameters": params, "shares": shares,
-            "files": [_rank_file(r, self._world) for r in range(self._world)]}
+            "files": [_rank_file(r, opt._world) for r in range(opt._world)]}
 
 
-def _dp_checkpoint_reader(self, directory, parameters):
+def _checkpoint_reader(opt, directory, parameters):
     """Read and check everything this rank needs; returns the function that
     applies it (after every rank has succeeded)."""
     m = _read_manifest(directory)
     label = os.path.join(directory, _MANIFEST)
-    if m["optimizer"] != self._cls.__name__:
-        raise ValueError(f"{label} is for {m['optimizer']!r}, not {self._cls.__name__!r}")
+    if m["optimizer"] != opt._cls.__name__:
+        raise ValueError(f"{label} is for {m['optimizer']!r}, not {opt._cls.__name__!r}")
     saved = {e[0]: e for e in m["parameters"]}
-    for key in self._keys:
+    for key in opt._keys:
         if key not in saved:
             raise KeyError(f"{label} has no parameter {key!r}")
-    extra = sorted(set(saved) - set(self._keys))
+    extra = sorted(set(saved) - set(opt._keys))
     if extra:
         raise KeyError(f"{label} has parameters that the optimizer lacks: "
                        f"{', '.join(map(repr, extra))}")
     check.check_dict("parameters", parameters)
-    if sorted(parameters) != sorted(self._keys):
+    if sorted(parameters) != sorted(opt._keys):
         raise KeyError("parameters must have exactly the optimizer's keys")
-    for key in self._keys:
-        g, i = self._where(key)
+    for key in opt._keys:
+        g, i = opt._where(key)
         _, shape, dtype, _ = saved[key]
         if tuple(shape) != g.shapes[i]:
             raise ValueError(f"{label}: parameter {key!r} has shape {tuple(shape)} but "
@@ -1332,18 +1332,18 @@ def _dp_checkpoint_reader(self, directory, parameters):
         if np.dtype(dtype) != g.dtype:
             raise TypeError(f"{label}: parameter {key!r} has dtype {np.dtype(dtype)} but "
                             f"parameters[{key!r}] has dtype {g.dtype}")
-    if m["gradient_accumulation_steps"] != self._accumulate and m["accumulated"]:
+    if m["gradient_accumulation_steps"] != opt._accumulate and m["accumulated"]:
         raise ValueError(f"{label} was saved after {m['accumulated']} of "
                          f"{m['gradient_accumulation_steps']} accumulated calls; this optimizer "
-                         f"accumulates {self._accumulate}")
-    if m["accumulated"] and m["world_size"] != self._world:
+                         f"accumulates {opt._accumulate}")
+    if m["accumulated"] and m["world_size"] != opt._world:
         raise ValueError(f"{label} was saved in the middle of a gradient-accumulation cycle "
                          f"({m['accumulated']} of {m['gradient_accumulation_steps']} calls) at "
                          f"world size {m['world_size']}; it resumes only at that world size, "
-                         f"not {self._world}")
+                         f"not {opt._world}")
     files = _Files(directory, m)
     try:
-        return _dp_read(self, files, m, saved)
+        return _read_shares(opt, files, m, saved)
     finally:
         files.close()
 
@@ -1373,38 +1373,38 @@ def _elements(files, m, saved, entry, key, a, b, dtype, order):
     return out
 
 
-def _dp_read(self, files, m, saved):
-    rank = self._rank
+def _read_shares(opt, files, m, saved):
+    rank = opt._rank
     # the parameters: this rank's share (the cut), all-gathered after
     param_copies = []
-    for g in self._groups:
+    for g in opt._groups:
         for i, a, b in g.shares[rank]:
             key = g.keys[i]
             src = _elements(files, m, saved, "parameters/" + key, key, a, b, g.dtype, g.orders[i])
             param_copies.append((g.flat[g.offsets[i] + a:g.offsets[i] + b], src))
     # the scalars, from rank 0's file (every rank's are the same)
-    array_names = {f"{name}/d{key}" for name in self._inners[0].state for key in saved}
+    array_names = {f"{name}/d{key}" for name in opt._inners[0].state for key in saved}
     scalars = files.scalars(0, array_names)
     accumulated = 0
     if "accumulated" in scalars:
         accumulated = check.integer(_base._scalar(scalars.pop("accumulated")),
                                     "accumulated", minimum=0)
-    if self._accumulate == 1:
+    if opt._accumulate == 1:
         accumulated = 0
-    if self._wd is not None:
+    if opt._wd is not None:
         if "weight_decay" in scalars:
             wd = _base._scalar(scalars.pop("weight_decay"))
-        elif any(f"weight_decay/{k}" in scalars for k in self._keys):
+        elif any(f"weight_decay/{k}" in scalars for k in opt._keys):
             wd = {k: _base._scalar(scalars.pop(f"weight_decay/{k}"))
-                  if f"weight_decay/{k}" in scalars else None for k in self._keys}
+                  if f"weight_decay/{k}" in scalars else None for k in opt._keys}
         else:
             wd = 0.0
-        wd = _base._per_key(self._keys, wd, "the checkpoint's weight_decay", check.nonnegative)
+        wd = _base._per_key(opt._keys, wd, "the checkpoint's weight_decay", check.nonnegative)
     applies = []
-    for j, g in enumerate(self._groups):
-        inner = self._inners[j]
+    for j, g in enumerate(opt._groups):
+        inner = opt._inners[j]
         sd = dict(scalars)
-        if self._wd is not None:
+        if opt._wd is not None:
             for k in inner._keys:
                 sd[f"weight_decay/{k}"] = wd.get(k, 0.0)
         for name, d in inner.state.items():
@@ -1427,7 +1427,7 @@ def _dp_read(self, files, m, saved):
             raise type(exc)(f"{files.directory}: {_message(exc)}") from None
     acc_copies = []
     if accumulated:
-        for g in self._groups:
+        for g in opt._groups:
             for i, key in enumerate(g.keys):
                 entry = f"accumulation/d{key}"
                 archive = files.archive(rank)
@@ -1446,16 +1446,11 @@ def _dp_read(self, files, m, saved):
             fn()
         for dest, src in acc_copies:
             np.copyto(dest, src)
-        self._accumulated = accumulated
-        if self._wd is not None:
-            self._wd = wd
-        self._sync_settings()
-        self._gather(always=True)
+        opt._accumulated = accumulated
+        if opt._wd is not None:
+            opt._wd = wd
+        opt._sync_settings()
+        opt._gather(always=True)
 
     return apply
 
-
-DataParallel._checkpoint_payload = _dp_checkpoint_payload
-DataParallel._scalar_state = _dp_scalar_state
-DataParallel._manifest = _dp_manifest
-DataParallel._checkpoint_reader = _dp_checkpoint_reader

@@ -11,9 +11,8 @@ midload resume that checkpoint: bitwise at the saved world size, refused at anot
 import os
 import sys
 
-import numpy as np
 
-from _common import (COMM, RANK, SHAPE_SETS, WORLD, assert_bitwise, copy, done, make_params,
+from _common import (COMM, RANK, SHAPE_SETS, WORLD, assert_bitwise, done, make_params,
                      mean_grads, rank_grads)
 
 import fastoptim as fo

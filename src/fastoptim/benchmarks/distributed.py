@@ -311,7 +311,7 @@ def run_case(comm, label, shapes, threads, cores, out, with_torch):
           file=out)
     verdicts = []
     within = max(sharded) - ideal <= 2 * (block + 64)
-    verdicts.append((f"state per rank = 1/w of the total within one chunk per stream",
+    verdicts.append(("state per rank = 1/w of the total within one chunk per stream",
                      "met" if within else "MISSED"))
     if label.startswith("1e7") and world == 2 and "solo" in best:
         bound = best["solo"]["total"] + best["gather"]["total"]
