@@ -366,8 +366,6 @@ def test_a_call_without_arrays_still_checks_and_advances_the_scalar_state():
                     reason="the compiled step's sources (the NumPy backend sums them first)")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("sources", [2, 3, 4])
-@pytest.mark.skipif(__import__("fastoptim").BACKEND != "c",
-                    reason="gradient sources are a feature of the compiled step")
 def test_a_gradient_of_several_sources_is_their_sum_in_order(dtype, sources):
     """The compiled step with sources (data parallelism): gradient = ((g0 + g1)
     + ...) * scale in the dtype, then the step: bitwise what one step with that
