@@ -81,6 +81,8 @@ enum {
     FO_RADAM_RECTIFIED = 1u << 0, /* derived: rho_t > 5, the adaptive step */
     FO_RMSPROP_CENTERED = 1u << 0, /* subtract the squared mean gradient */
     FO_RMSPROP_MOMENTUM = 1u << 1, /* keep a momentum buffer */
+    FO_SCHEDULE_FREE_FIRST = 1u << 0, /* derived: t = 1, z starts at y (the reference's
+                                         clone at its first step) */
     FO_ADAFACTOR_MACHINE_EPSILON = 1u << 0, /* epsilon1 is the element type's machine
                                                epsilon (torch's eps=(None, ...)) */
     FO_ADAFACTOR_LERP_END = 1u << 1 /* derived: the weight is >= 0.5 (torch's lerp form) */

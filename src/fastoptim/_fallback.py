@@ -28,6 +28,7 @@ SGD_MOMENTUM, SGD_NESTEROV, SGD_AVERAGE, SGD_FIRST = 1, 2, 4, 8
 ADAM_AMSGRAD = 1
 RADAM_RECTIFIED = 1
 RMSPROP_CENTERED, RMSPROP_MOMENTUM = 1, 2
+SCHEDULE_FREE_FIRST = 1
 ADAFACTOR_MACHINE_EPSILON, ADAFACTOR_LERP_END = 1, 2
 
 MAX_STATES = 3  # FO_MAX_STATES: state slots a rule may have
@@ -323,12 +324,14 @@ def schedule_free_adamw(t, lr, h, f, scalars):
     lr, ck, scalars = _schedule_free_weights(t, lr, warmup, r, power, scalars)
     c = dict(beta2=beta2, eps=eps, rsbc2=1.0 / math.sqrt(1.0 - beta2**t), c=ck,
              cy=lr * (beta1 * (1.0 - ck) - 1.0), lr=lr)
-    return c, f, scalars
+    return c, SCHEDULE_FREE_FIRST if t == 1 else 0, scalars
 
 
 @schedule_free_adamw.kernel
 def _(p, gi, s, c, f, a):
     z, v = s
+    if f & SCHEDULE_FREE_FIRST:
+        z[...] = p
     v *= c["beta2"]
     v += (1.0 - c["beta2"]) * gi * gi
     u = gi / (np.sqrt(v) * c["rsbc2"] + c["eps"])
@@ -344,12 +347,15 @@ def _(p, gi, s, c, f, a):
 def schedule_free_sgd(t, lr, h, f, scalars):
     momentum, warmup, r, power = h
     lr, ck, scalars = _schedule_free_weights(t, lr, warmup, r, power, scalars)
-    return dict(c=ck, cy=lr * (momentum * (1.0 - ck) - 1.0), lr=lr), f, scalars
+    return (dict(c=ck, cy=lr * (momentum * (1.0 - ck) - 1.0), lr=lr),
+            SCHEDULE_FREE_FIRST if t == 1 else 0, scalars)
 
 
 @schedule_free_sgd.kernel
 def _(p, gi, s, c, f):
     (z,) = s
+    if f & SCHEDULE_FREE_FIRST:
+        z[...] = p
     y = p + c["c"] * (z - p)
     p[...] = y + c["cy"] * gi
     z -= c["lr"] * gi
