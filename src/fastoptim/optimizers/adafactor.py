@@ -114,7 +114,8 @@ class Adafactor(Optimizer):
                 if factors is None or p.size == 0:
                     continue
                 row, col, per = factors
-                gi = _fallback.scaled(g, scale, p.dtype)
+                # C-ordered: the sums' rounding then does not depend on g's layout
+                gi = np.ascontiguousarray(_fallback.scaled(g, scale, p.dtype))
                 m, n = p.shape[-2:]
                 _lerp(row, np.einsum("...ij,...ij->...i", gi, gi)[..., None] / n, w)
                 _lerp(col, np.einsum("...ij,...ij->...j", gi, gi)[..., None, :] / m, w)

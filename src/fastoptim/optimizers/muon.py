@@ -30,7 +30,9 @@ def orthogonalize(g, steps=5, eps=1e-7, coefficients=NS_COEFFICIENTS):
     for g = U S V^T (singular values pushed towards [0.7, 1.2]), in float64 for
     float64 and in float32 otherwise (torch: bfloat16), through NumPy's BLAS."""
     a, b, c = coefficients
-    x = np.array(g, dtype=np.float64 if g.dtype == np.float64 else np.float32)
+    # a C-ordered copy: the rounding of the norm and products then does not
+    # depend on the layout g came in
+    x = np.array(g, dtype=np.float64 if g.dtype == np.float64 else np.float32, order="C")
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
