@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validate as check
-from ._base import MAXIMIZE, Declaration, Hyperparameter, Optimizer
+from ._base import MAXIMIZE, Declaration, Hyperparameter, Optimizer, _scalar
 
 __all__ = ["ScheduleFreeAdamW", "ScheduleFreeSGD"]
 
@@ -107,7 +107,7 @@ class _Modes:
         return {"eval_mode": True} if self.eval_mode else {}
 
     def _check_state_extras(self, sd):
-        on = check.flag(sd.pop("eval_mode"), "state_dict['eval_mode']") \
+        on = check.flag(_scalar(sd.pop("eval_mode")), "state_dict['eval_mode']") \
             if "eval_mode" in sd else False
 
         def apply():
