@@ -4,6 +4,8 @@ gradients are taken at (y, training) and the average the loss is evaluated at
 (x, evaluation)."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 
 from .. import _validate as check
@@ -41,7 +43,7 @@ def _lerp(a, b, w):
             a[...] = b - (b - a) * (1.0 - w)
 
 
-class _Evaluation:
+class _Evaluation(AbstractContextManager):
     """opt.evaluation(): eval() on entry, the mode found back on exit."""
 
     def __init__(self, opt):
@@ -98,7 +100,7 @@ class _Modes:
                 _lerp(self._params[k], self._state["z"]["d" + k], 1.0 - b)
         self._unblock()
 
-    def evaluation(self) -> _Evaluation:
+    def evaluation(self) -> AbstractContextManager[None]:
         """A context manager: eval() on entry, and train() on exit unless the
         optimizer was already in eval mode."""
         return _Evaluation(self)
