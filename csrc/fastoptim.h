@@ -51,6 +51,16 @@ int fo_spans_disjoint(fo_span *s, size_t n);
 const char *fo_compiler(void);
 const char *fo_kernel_flags(void);
 
+/* A factored state of one array (Adafactor's second moment, Shazeer & Stern
+ * 2018): the array, in memory order, is n / (rows*cols) matrices of rows x
+ * cols; `row` holds one value per row (row r of matrix b at b*rows + r), `col`
+ * one per column (column c of matrix b at b*cols + c), `per` one per matrix;
+ * vectors of the array's element type. row == NULL: the array is not factored. */
+typedef struct {
+    const void *row, *col, *per;
+    size_t rows, cols;
+} fo_factors;
+
 /* One step of a rule. */
 typedef struct {
     int64_t t;                       /* this step's number, from 1 */
@@ -71,6 +81,7 @@ typedef struct {
                                         parallelism: every rank's slice, in rank order) */
     size_t source_stride;
     double source_scale;
+    const fo_factors *factors;       /* per array, or NULL (rules that use them) */
 } fo_step;
 
 /* The pointer slots of fo_update's x, k pointers each: the parameter, its

@@ -42,22 +42,41 @@ class Hyperparameter:
     """A real-valued setting: its default, its check (a function of (value,
     name) in fastoptim._validate) and its documentation (one line: what it is,
     its range and units). `state`: set when the value is the initial value of
-    that state (a constructor argument only, not restored by load_state_dict)."""
+    that state (a constructor argument only, not restored by load_state_dict).
+    A default of None makes it optional: None is then a value (its check takes
+    it), left out of state dicts, and a state dict without it restores None."""
 
     def __init__(self, default, check, doc, state=None):
         self.default = default
         self.check = check
         self.doc = doc
         self.state = state
+        self.optional = default is None
+
+
+class Argument:
+    """A constructor-only setting that is not a number or a flag (e.g. Muon's
+    key predicate): its default, its documentation and its type in the stubs.
+    The class resolves it (`_resolve_arguments`) to a value that, given back to
+    the constructor, builds the same object (pickling passes it so)."""
+
+    def __init__(self, default, doc, kind, stub):
+        self.default = default
+        self.doc = doc
+        self.kind = kind    # the docstring's type
+        self.stub = stub    # the type stub's
 
 
 class Option:
-    """A boolean setting, off by default. `structural`: it decides which state
-    arrays exist, so a state dict must match it."""
+    """A boolean setting, off unless `default` is True. `structural`: it decides
+    which state arrays exist, so a state dict must match it. A state dict holds
+    an option when it is on, or off against its default; absent, it is the
+    default."""
 
-    def __init__(self, doc, structural=False):
+    def __init__(self, doc, structural=False, default=False):
         self.doc = doc
         self.structural = structural
+        self.default = default
 
 
 @dataclass(frozen=True)
@@ -71,9 +90,16 @@ class Declaration:
     options: name -> Option; an option named like one of the rule's flags sets
         it; "maximize" negates the gradient; "decoupled_weight_decay" turns L2
         decay into decoupled decay.
-    weight_decay: "l2", "decoupled" or None (no weight decay); its default.
+    weight_decay: "l2", "decoupled", "update" (the rule adds weight_decay * W
+        to its update direction) or None (no weight decay); its default.
     state_names: the rule's state slot name -> the public name.
     fixed_flags: rule flags that are always on.
+    states: the class's own state arrays beyond the rule's slots (kept by its
+        NumPy phase, or given to the kernel as a factored state), laid out
+        per key by `_state_shapes`.
+    state_from_parameters: states that start as a copy of the parameters.
+    scalar_defaults: the rule's scalar state's initial values (default 1.0).
+    arguments: name -> Argument, constructor-only settings of other kinds.
     """
 
     rule: str
@@ -84,6 +110,10 @@ class Declaration:
     weight_decay_default: float = 0.0
     state_names: dict = field(default_factory=dict)
     fixed_flags: tuple = ()
+    states: tuple = ()
+    state_from_parameters: tuple = ()
+    scalar_defaults: dict = field(default_factory=dict)
+    arguments: dict = field(default_factory=dict)
 
 
 MAXIMIZE = Option("Ascend instead of descend: the gradient is negated before the "
@@ -97,9 +127,18 @@ class Optimizer(_backend.Stepper):
     hyperparameters, options and weight-decay style; it overrides
     `_rule_hyperparameters` when its hyperparameters are not the rule's by
     name, and `_check_settings` for cross-checks between settings.
+
+    A class whose step is more than its rule overrides some of: `_phase`
+    (NumPy work of each step between the gradients' norm and the rule's
+    update, in both backends), `_rule_takes` (the keys the rule updates; the
+    phase updates the others), `_state_shapes` (which states a key has, of
+    which shape), `_factors_of` (a key's factored state for the kernel),
+    `_resolve_arguments`, and `_state_extras`/`_check_state_extras` (state
+    dict entries of its own).
     """
 
     declaration = None
+    _phase = None  # or a method (grads, scale, t, lr): see _phase_step
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -151,6 +190,8 @@ class Optimizer(_backend.Stepper):
         self._accumulate = check.integer(args["gradient_accumulation_steps"],
                                          "gradient_accumulation_steps", minimum=1)
         arrays = _check_parameters(parameters)
+        self._arguments = {name: args[name] for name in self.declaration.arguments}
+        self._resolve_arguments(arrays)
         self._keys = [k for k, _ in arrays]
         self._mask = None
         self._wd = {k: 0.0 for k in self._keys}
@@ -163,24 +204,36 @@ class Optimizer(_backend.Stepper):
         self._t = 0
         self.last_grad_norm = None
         self._superseded = None
+        self._blocked = None
         self._arena = arena
-        self._scalars = tuple(1.0 for _ in self._rule.scalars)
+        self._scalars = tuple(float(self.declaration.scalar_defaults.get(name, 1.0))
+                              for name in self._rule.scalars)
         flags = self._rule_flags(construction=True)
         # the rule's state slots this object keeps (by its flags now)
         self._slots = tuple(not need or bool(flags & need) for need in self._rule.state_flags)
         names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
         kept = tuple(n for n, keep in zip(names, self._slots) if keep)
+        own = kept + self.declaration.states
         extra = (("ema",) if self._ema_decay is not None else ()) + \
             (("grad_sum",) if self._accumulate > 1 else ())
+        # the keys the rule updates (the phase updates the others)
+        self._takes = [bool(self._rule_takes(k, p)) for k, p in arrays]
+        layout = {name: {} for name in own + extra}
+        for k, p in arrays:
+            for name, shape in self._state_shapes(k, p, own).items():
+                layout[name][k] = shape
+            for name in extra:
+                layout[name][k] = p.shape
         if arena:
             self._claim(arrays)
-        self._params, self._state, self._buffers = _build(arrays, kept + extra, arena)
+        self._params, self._state, self._buffers = _build(arrays, layout, arena)
         for slot, value in init.items():
             for a in self._state[self.declaration.state_names.get(slot, slot)].values():
                 a.fill(value)
-        if "ema" in self._state:  # the average starts at the parameters
+        starts = self.declaration.state_from_parameters + (("ema",) if "ema" in self._state else ())
+        for name in starts:  # (the moving average starts at the parameters too)
             for k in self._keys:
-                self._state["ema"]["d" + k][...] = self._params[k]
+                self._state[name]["d" + k][...] = self._params[k]
         self._accumulated = 0  # gradients summed so far in this cycle
         self._groups = _groups(self._params)
         # what a step writes (the gradient sum is the accumulation's, read by the step)
@@ -189,16 +242,21 @@ class Optimizer(_backend.Stepper):
         self._written_roots = {id(_root(a)) for a in self._written[2]}
         # per key: p, the rule's state slots (padded to the C slots), the EMA
         pad = (None,) * (_fallback.MAX_STATES - len(names))
-        rows = [[self._params[k]]
-                + [self._state[n]["d" + k] if keep else None for n, keep in zip(names, self._slots)]
-                + list(pad) + [self._state["ema"]["d" + k] if "ema" in self._state else None]
-                for k in self._keys]
-        self._bind(self.declaration.rule, list(self._keys), rows)
-        # the NumPy step's arrays, by dtype group: (index, key, p, state slots, ema)
+        self._rows = [[self._params[k]]
+                      + [self._state[n].get("d" + k) if keep else None
+                         for n, keep in zip(names, self._slots)]
+                      + list(pad) + [self._state["ema"]["d" + k] if "ema" in self._state else None]
+                      for k in self._keys]
+        rows = self._rows
+        # a key's factored state for the kernel: (row, col, per) shaped to broadcast
+        self._factors = [self._factors_of(k, self._params[k]) for k in self._keys]
+        self._bind_all()
+        # the NumPy step's arrays, by dtype group: (index, key, p, state slots,
+        # ema, () or (factors,))
         self._arrays_by_group = {
             group[0]: [(i, self._keys[i], np.asarray(rows[i][0]),
                         [None if a is None else np.asarray(a) for a in rows[i][1:1 + len(names)]],
-                        rows[i][-1])
+                        rows[i][-1], () if self._factors[i] is None else (self._factors[i],))
                        for i in group]
             for group in self._groups}
         if self._accumulate > 1:  # every call goes through the accumulation first
@@ -208,6 +266,73 @@ class Optimizer(_backend.Stepper):
             parameters.update(self._params)
             for buffer in self._buffers:
                 _ARENAS[id(buffer)] = self
+
+    def _bind_all(self):
+        """Hand the compiled step its arrays (the NumPy step keeps its own): every
+        key's row, which keys the rule takes, the phase, the factored state."""
+        takes = None if all(self._takes) else list(self._takes)
+        self._bind(self.declaration.rule, list(self._keys), self._rows, takes,
+                   self._phase is not None)
+        if any(f is not None for f in self._factors):
+            views = [None if f is None else _factor_views(self._params[k], *f)
+                     for k, f in zip(self._keys, self._factors)]
+            if any(v is None and f is not None for v, f in zip(views, self._factors)) \
+                    or not self._bind_factors(views):
+                self._unbind()  # a layout the kernel does not take: every step in NumPy
+
+    def _block(self, message):
+        """Refuse to step (RuntimeError(message)) until _unblock(); nothing else changes."""
+        self._blocked = message
+        self._unbind()
+
+    def _unblock(self):
+        self._blocked = None
+        if self._superseded is None:
+            self._bind_all()
+            self._configure_step()
+
+    # --- what a class whose step is more than its rule overrides ------------------------
+
+    def _resolve_arguments(self, arrays):
+        """Check self._arguments (the constructor's Arguments) against the
+        parameters, a list of (key, array), and resolve them in place."""
+
+    def _rule_takes(self, key, p):
+        """Does the rule update parameters[key]? (else the phase does)"""
+        return True
+
+    def _state_shapes(self, key, p, names):
+        """{state name: shape} of the states key has, of `names` (the rule's
+        slots this object keeps, then the declaration's own states): by
+        default every one, of the parameter's shape."""
+        return {name: p.shape for name in names}
+
+    def _factors_of(self, key, p):
+        """None, or key's factored state as (row, col, per): arrays of the
+        parameter's dtype that broadcast against it, whose row*col/per is the
+        rule's estimate (fo_factors); the last two dimensions are factored."""
+        return None
+
+    def _phase_step(self, grads, scale, t, lr):
+        """The class's NumPy phase of a step (_phase), given the gradients in key
+        order (their dtype and shape checked), the scale the update reads them
+        with (clipping, maximize: negative), the step number and the learning
+        rate; then the moving average of the keys the rule does not take."""
+        self._phase(grads, scale, t, lr)
+        if self._ema_decay is not None and not all(self._takes):
+            d = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
+            for k, takes in zip(self._keys, self._takes):
+                if not takes:
+                    _fallback.ema_update(self._state["ema"]["d" + k], self._params[k], d)
+
+    def _state_extras(self):
+        """State dict entries of the class's own."""
+        return {}
+
+    def _check_state_extras(self, sd):
+        """Take (pop) and check the class's own entries of the state dict `sd`;
+        return a function that applies them."""
+        return lambda: None
 
     # --- settings ---------------------------------------------------------------------
 
@@ -237,7 +362,8 @@ class Optimizer(_backend.Stepper):
         style = self.declaration.weight_decay
         if self._opts.get("decoupled_weight_decay"):
             style = "decoupled"
-        return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED}.get(style, 0)
+        return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED,
+                "update": _fallback.DECAY_UPDATE}.get(style, 0)
 
     def _configure_step(self):
         """After a setting changes: hand the step its settings."""
@@ -269,6 +395,8 @@ class Optimizer(_backend.Stepper):
         norm, skip, scale and update as the compiled step."""
         if self._superseded is not None:
             raise RuntimeError(self._superseded)
+        if self._blocked is not None:
+            raise RuntimeError(self._blocked)
         gs = self._checked_grads(grads)
         scale = 1.0
         if self._max_norm is not None or self._skip:
@@ -284,17 +412,19 @@ class Optimizer(_backend.Stepper):
                     scale = coef
         if self._opts.get("maximize"):
             scale = -scale
+        if self._phase is not None:
+            self._phase_step(gs, scale, t, lr)
         hyper, flags, decay = self._rule_hyperparameters(), self._rule_flags(), self._decay_style()
         scalars = self._scalars
         ema = None
         if self._ema_decay is not None:
             ema = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
         for group in self._groups:
-            entries = self._arrays_by_group[group[0]]
-            rows = [(p, gs[i], s, self._wd[k]) for i, k, p, s, _ in entries]
+            entries = [e for e in self._arrays_by_group[group[0]] if self._takes[e[0]]]
+            rows = [(p, gs[i], s, self._wd[k], *f) for i, k, p, s, _, f in entries]
             new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
             if ema is not None:
-                for _, _, p, _, e in entries:
+                for _, _, p, _, e, _ in entries:
                     _fallback.ema_update(e, p, ema)
         if self._groups:
             self._scalars = new
@@ -357,6 +487,9 @@ class Optimizer(_backend.Stepper):
         calls are summed in call order (in the parameters' dtype) and scaled by
         1/k; every k-th call steps with them and returns what that step returns,
         the others return False. A call that raises changes nothing."""
+        for refusal in (self._superseded, self._blocked):
+            if refusal is not None:
+                raise RuntimeError(refusal)
         gs = self._checked_grads(grads)
         acc = self._state["grad_sum"]
         with np.errstate(all="ignore"):
@@ -510,8 +643,9 @@ class Optimizer(_backend.Stepper):
             schedule = _schedules.to_state(self._schedule)
             if schedule is not None:
                 items.update({"learning_rate/" + k: v for k, v in schedule.items()})
-        items.update(self._h)
-        items.update({name: True for name, on in self._opts.items() if on})
+        items.update({k: v for k, v in self._h.items() if v is not None})
+        items.update({name: on for name, on in self._opts.items()
+                      if on or self.declaration.options[name].default})
         if any(self._wd.values()):
             wd = self.weight_decay
             if isinstance(wd, dict):
@@ -521,6 +655,7 @@ class Optimizer(_backend.Stepper):
         items.update(zip(self._rule.scalars, self._scalars))
         if self._accumulate > 1:
             items["accumulated"] = self._accumulated
+        items.update(self._state_extras())
         for name, d in self._state.items():
             for dkey, a in d.items():
                 items[f"{name}/{dkey}"] = a.copy() if copy else a
@@ -601,11 +736,11 @@ class Optimizer(_backend.Stepper):
         t = int(t)
         if t < 0:
             raise ValueError(f"state_dict['t'] must be >= 0, got {t}")
-        hyper = {k: h.check(take(k), k) for k, h in self.declaration.hyperparameters.items()
-                 if h.state is None}
+        hyper = {k: h.check(take(k) if k in sd or not h.optional else None, k)
+                 for k, h in self.declaration.hyperparameters.items() if h.state is None}
         opts = {}
-        for opt, o in self.declaration.options.items():  # absent: off
-            value = check.flag(take(opt), f"state_dict[{opt!r}]") if opt in sd else False
+        for opt, o in self.declaration.options.items():  # absent: the default
+            value = check.flag(take(opt), f"state_dict[{opt!r}]") if opt in sd else o.default
             if o.structural and value != self._opts[opt]:
                 raise ValueError(f"state_dict has {opt}={value} but this {name} has "
                                  f"{opt}={self._opts[opt]}")
@@ -660,6 +795,7 @@ class Optimizer(_backend.Stepper):
                 if id(_root(src)) in self._written_roots:  # one of our own arrays
                     src = src.copy()
                 copies.append((dest, src))
+        apply_extras = self._check_state_extras(sd)
         if sd:
             raise KeyError(f"state_dict has unexpected keys for {name}: "
                            f"{', '.join(repr(k) for k in sorted(sd))}")
@@ -678,6 +814,7 @@ class Optimizer(_backend.Stepper):
             if lr is not keep:
                 self.learning_rate = lr
             self._configure_step()
+            apply_extras()
 
         return apply
 
@@ -706,6 +843,7 @@ class Optimizer(_backend.Stepper):
                         skip_nonfinite=self._skip, ema_decay=self._ema_decay,
                         ema_warmup=self._ema_warmup,
                         gradient_accumulation_steps=self._accumulate)
+        settings.update(self._arguments)
         return (_restore, (type(self), self._params, settings, self._state_items(copy=False)))
 
 
@@ -776,7 +914,10 @@ def _signature(cls):
     if cls.declaration.weight_decay is not None:
         params += [P("weight_decay", P.KEYWORD_ONLY, default=cls.declaration.weight_decay_default),
                    P("weight_decay_mask", P.KEYWORD_ONLY, default=None)]
-    params += [P(name, P.KEYWORD_ONLY, default=False) for name in cls.declaration.options]
+    params += [P(name, P.KEYWORD_ONLY, default=o.default)
+               for name, o in cls.declaration.options.items()]
+    params += [P(name, P.KEYWORD_ONLY, default=a.default)
+               for name, a in cls.declaration.arguments.items()]
     params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
                P("skip_nonfinite", P.KEYWORD_ONLY, default=False),
                P("ema_decay", P.KEYWORD_ONLY, default=None),
@@ -839,16 +980,20 @@ def _parameters_doc(cls):
     entry("learning_rate", _COMMON_DOC["learning_rate"][0] + f", default {cls.declaration.learning_rate}",
           _COMMON_DOC["learning_rate"][1])
     for name, h in cls.declaration.hyperparameters.items():
-        entry(name, f"float, default {h.default}", h.doc)
+        entry(name, f"float{' or None' if h.optional else ''}, default {h.default}", h.doc)
     if cls.declaration.weight_decay is not None:
         style = {"l2": "L2: weight_decay * W is added to the gradient",
                  "decoupled": "decoupled: W is scaled by 1 - learning_rate * weight_decay "
-                              "before the step (Loshchilov & Hutter 2019)"}[cls.declaration.weight_decay]
+                              "before the step (Loshchilov & Hutter 2019)",
+                 "update": "weight_decay * W added to the update direction, as the update "
+                           "rule above shows"}[cls.declaration.weight_decay]
         kind, doc = _COMMON_DOC["weight_decay"]
         entry("weight_decay", f"{kind}, default {cls.declaration.weight_decay_default}", f"{doc} Applied as {style}.")
         entry("weight_decay_mask", *_COMMON_DOC["weight_decay_mask"])
     for name, o in cls.declaration.options.items():
-        entry(name, "bool, default False", o.doc)
+        entry(name, f"bool, default {o.default}", o.doc)
+    for name, a in cls.declaration.arguments.items():
+        entry(name, f"{a.kind}, default {a.default}", a.doc)
     defaults = {"max_grad_norm": "None", "skip_nonfinite": "False", "ema_decay": "None",
                 "ema_warmup": "False", "gradient_accumulation_steps": "1", "arena": "True"}
     for name, default in defaults.items():
@@ -952,40 +1097,62 @@ def _aligned_zeros(dtype, count, j):
     return raw[start:start + nbytes].view(dtype)
 
 
-def _build(arrays, state_names, arena):
+def _build(arrays, layout, arena):
     """Lay out one buffer per dtype for the parameters (when `arena`) and each
-    state; return (params, state, buffers) with params and state as dicts of
+    state of `layout` (name -> {key: shape} of the keys that have it, an array
+    of the parameter's shape laid out like it, or a C-ordered one of another
+    shape); return (params, state, buffers) with params and state as dicts of
     views (params: the user's own arrays when not `arena`)."""
     by_dtype = {}
     for key, p in arrays:
         by_dtype.setdefault(p.dtype, []).append((key, p))
+    shapes = ([{key: p.shape for key, p in arrays}] if arena else []) + list(layout.values())
 
-    views = {}  # key -> list of views: [param (arena only), state...]
+    views = [{} for _ in shapes]  # [params (arena only), then each state]: key -> view
     buffers = []
-    nbuf = len(state_names) + (1 if arena else 0)
     for dtype, items in by_dtype.items():
         per_line = _ALIGN // math.gcd(_ALIGN, dtype.itemsize)
-        offsets, total = [], 0
-        for _, p in items:
-            offsets.append(total)
-            total += -(-p.size // per_line) * per_line
-        flats = [_aligned_zeros(dtype, total, j) for j in range(nbuf)]
-        buffers += [_root(f) for f in flats]
-        for (key, p), off in zip(items, offsets):
-            order = _order(p)
-            views[key] = [f[off:off + p.size].reshape(p.shape, order=order) for f in flats]
+        for j, of_key in enumerate(shapes):
+            offsets, total = [], 0
+            for key, p in items:
+                if key in of_key:
+                    offsets.append((key, p, total, of_key[key]))
+                    total += -(-math.prod(of_key[key]) // per_line) * per_line
+            if not offsets:
+                continue
+            flat = _aligned_zeros(dtype, total, j)
+            buffers.append(_root(flat))
+            for key, p, off, shape in offsets:
+                order = _order(p) if shape == p.shape else "C"
+                views[j][key] = flat[off:off + math.prod(shape)].reshape(shape, order=order)
 
-    params, state = {}, {name: {} for name in state_names}
+    params = {}
     for key, p in arrays:
-        row = views[key]
         if arena:
-            row[0][...] = p
-            params[key] = row.pop(0)
+            views[0][key][...] = p
+            params[key] = views[0][key]
         else:
             params[key] = p
-        for name, a in zip(state_names, row):
-            state[name]["d" + key] = a
+    state_views = views[1:] if arena else views
+    state = {name: {"d" + key: v[key] for key, _ in arrays if key in v}
+             for name, v in zip(layout, state_views)}
     return params, state, buffers
+
+
+def _factor_views(p, row, col, per):
+    """The kernel's view of a factored state (fo_factors): (row, col, per,
+    rows, cols) in p's memory order, or None for a layout it does not take.
+    A C-ordered p of shape (..., m, n) is matrices of m x n; a Fortran-ordered
+    2-D p is one n x m matrix whose rows are p's columns (row*col = col*row)."""
+    if p.ndim < 2 or not (p.flags.c_contiguous or (p.ndim == 2 and p.flags.f_contiguous)):
+        return None
+    m, n = p.shape[-2:]
+    if not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (row, col, per)):
+        return None
+    vectors = [a.reshape(-1) for a in (row, col, per)]
+    if p.flags.c_contiguous:
+        return (vectors[0], vectors[1], vectors[2], m, n)
+    return (vectors[1], vectors[0], vectors[2], n, m)
 
 
 def _groups(params):
