@@ -139,6 +139,17 @@ def test_whole_state_checkpoints_reshard_too(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("cls", ["Adafactor", "Muon"])
+def test_whole_state_of_other_shapes_checkpoints_at_any_world_size(tmp_path, cls):
+    """Adafactor's factored statistics and Muon's two kinds of state are not per
+    element: rank 0 saves them whole, every rank reads them back."""
+    env = {"SHARD": "0", "OPT": cls}
+    assert "save: OK" in mpirun(3, "checkpoint.py", "save", tmp_path, env=env)
+    assert "resume: OK" in mpirun(2, "checkpoint.py", "resume", tmp_path, 3, env=env)
+    assert "resume: OK" in mpirun(1, "checkpoint.py", "resume", tmp_path, 3, env=env)
+
+
+@needs_mpi
 @pytest.mark.parametrize("where", ["file", "manifest"])
 def test_a_crash_mid_save_leaves_the_previous_checkpoint_loadable(tmp_path, where):
     assert "save: OK" in mpirun(3, "checkpoint.py", "save", tmp_path)

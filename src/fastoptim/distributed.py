@@ -47,7 +47,8 @@ from . import schedules as _schedules
 from .optimizers import _base
 from .optimizers._base import Optimizer
 
-__all__ = ["DataParallel", "ELEMENTWISE_RULES", "load_checkpoint", "save_checkpoint"]
+__all__ = ["DataParallel", "ELEMENTWISE_RULES", "elementwise", "load_checkpoint",
+           "save_checkpoint"]
 
 _fallback = _backend.fallback
 
@@ -56,7 +57,13 @@ _fallback = _backend.fallback
 #: rule that reduces over whole arrays (a trust ratio, a factored second moment,
 #: an orthogonalization) needs shard_state=False.
 ELEMENTWISE_RULES = frozenset({"sgd", "adam", "nadam", "radam", "adamax", "adagrad",
-                               "rmsprop", "lion"})
+                               "rmsprop", "lion", "schedule_free_adamw", "schedule_free_sgd"})
+
+
+def elementwise(cls):
+    """Whether `cls`'s whole step is elementwise: its rule is (ELEMENTWISE_RULES)
+    and no NumPy phase (Muon's orthogonalization) runs over whole arrays."""
+    return cls.declaration.rule in ELEMENTWISE_RULES and cls._phase is None
 
 CHUNK = _fallback._NORM_CHUNK   # csrc/kernels.h FO_NORM_CHUNK: the global norm's chunks
 _ALIGN = 64                     # bytes: every array and every slice on a cache line
@@ -236,8 +243,8 @@ class DataParallel:
     ----------
     optimizer_class : type
         A fastoptim optimizer class (``fastoptim.AdamW``, ...). With
-        shard_state=True its rule must be elementwise (ELEMENTWISE_RULES, every
-        class fastoptim has today).
+        shard_state=True its step must be elementwise (`elementwise`: every
+        class but LAMB, Adafactor and Muon).
     parameters : dict of str to numpy.ndarray
         This rank's parameters; every rank's must have the same keys, shapes,
         dtypes and memory orders. Their values move into this object's buffers
@@ -310,9 +317,8 @@ class DataParallel:
                             f"fastoptim.AdamW), got {cls!r}")
         self._cls = cls
         self._sharded = check.flag(shard_state, "shard_state")
-        rule = cls.declaration.rule
-        if self._sharded and rule not in ELEMENTWISE_RULES:
-            raise ValueError(f"{cls.__name__}'s rule {rule!r} is not elementwise, so its state "
+        if self._sharded and not elementwise(cls):
+            raise ValueError(f"{cls.__name__}'s step is not elementwise, so its state "
                              f"cannot be cut into slices: use shard_state=False (every rank "
                              f"keeps the whole state)")
         if "arena" in settings and settings["arena"] is not True:
@@ -343,6 +349,12 @@ class DataParallel:
             if mask is not None:
                 self._mask = _base._per_key(keys, mask, "weight_decay_mask", check.flag)
             self._wd = self._resolve_decay(args.pop("weight_decay"))
+        for name, value in args.items():
+            # a per-key callable (Muon's muon_mask) as the dict it gives: the ranks compare
+            # what it selects, not the function's address
+            if name != "learning_rate" and callable(value) and not isinstance(
+                    value, (numbers.Real, np.ndarray)):
+                args[name] = _base._per_key(keys, value, name, lambda x, _: x)
         self._settings = args   # the rank optimizers' other settings, as given
 
         by_dtype = {}
@@ -471,8 +483,7 @@ class DataParallel:
         """After a setting changes: the digest the ranks compare at each step,
         and which step path applies."""
         self._digest = _digest(self._settings_repr())
-        elementwise = self._cls.declaration.rule in ELEMENTWISE_RULES
-        self._fused = (self._max_norm is None and not self._skip and elementwise
+        self._fused = (self._max_norm is None and not self._skip and elementwise(self._cls)
                        and all(inner._compiled for inner in self._inners))
 
     # --- the step ---------------------------------------------------------------------------
@@ -500,6 +511,8 @@ class DataParallel:
             the ranks' step counts or settings differ: every rank raises the
             same error, naming the rank, and nothing changes.
         """
+        if self._inners[0]._blocked is not None:   # Schedule-Free's eval mode, on every rank
+            raise RuntimeError(self._inners[0]._blocked)
         checked, error = _local(self._checked_grads, grads)
         communicate = self._accumulated + 1 >= self._accumulate
         if not communicate:   # an accumulating call: local only
@@ -897,6 +910,38 @@ class DataParallel:
         return (f"DataParallel({self._cls.__name__}, rank={self._rank}, "
                 f"world_size={self._world}, shard_state={self._sharded}, t={self.t})")
 
+    # --- Schedule-Free's two points ----------------------------------------------------------
+
+    @property
+    def eval_mode(self):
+        """Schedule-Free: True after eval() (the parameters hold the average x)."""
+        return bool(getattr(self._inners[0], "eval_mode", False))
+
+    def eval(self):
+        """Schedule-Free: switch the parameters on every rank to the average x
+        where the loss is evaluated (collective), as ScheduleFreeAdamW.eval();
+        step() refuses until train().
+
+        Raises
+        ------
+        AttributeError
+            The optimizer class has a single point (not Schedule-Free).
+        """
+        self._switch("eval")
+
+    def train(self):
+        """Schedule-Free: switch the parameters back to y where the gradients
+        are taken (collective), as ScheduleFreeAdamW.train()."""
+        self._switch("train")
+
+    def _switch(self, mode):
+        if not hasattr(self._cls, "eval_mode"):
+            raise AttributeError(f"{self._cls.__name__} has no {mode}(): only the "
+                                 f"Schedule-Free optimizers keep two points")
+        for inner in self._inners:
+            getattr(inner, mode)()
+        self._gather(always=True)
+
     # --- whole arrays on every rank -------------------------------------------------------------
 
     def gather_state(self):
@@ -909,6 +954,13 @@ class DataParallel:
             ordinary optimizer's ``state`` (new arrays).
         """
         names = list(self._inners[0].state)
+        if not self._sharded:   # every rank has the whole state (of any shape)
+            whole = {name: {} for name in names}
+            for inner in self._inners:
+                for name in names:
+                    whole[name].update(inner.state[name])
+            return {name: {"d" + k: whole[name]["d" + k].copy(order="K") for k in self._keys
+                           if "d" + k in whole[name]} for name in names}
         out = {name: {} for name in names}
         for j, g in enumerate(self._groups):
             for name in names:
@@ -1230,6 +1282,13 @@ def _read_manifest(directory):
     return m
 
 
+def _per_element(state, g, i):
+    """Whether a state array has an element per parameter element (shape and
+    dtype of key i of group g): saved by shares. Others (Adafactor's factored
+    statistics) exist only with shard_state=False, whole on every rank."""
+    return state.shape == g.shapes[i] and state.dtype == g.dtype
+
+
 def _checkpoint_payload(opt, parameters):
     """This rank's file: its share of the parameters and of the state, and the
     scalar state."""
@@ -1254,10 +1313,18 @@ def _checkpoint_payload(opt, parameters):
         state = opt._inners[j].state
         for name, d in state.items():
             for i, a, b in g.shares[opt._rank]:
-                mine = np.ravel(d["d" + g.keys[i]], order="K")
+                dkey = "d" + g.keys[i]
+                if dkey not in d or not _per_element(d[dkey], g, i):
+                    continue
+                mine = np.ravel(d[dkey], order="K")
                 if not opt._sharded:
                     mine = mine[a:b]
-                payload[f"optimizer/{name}/d{g.keys[i]}"] = mine
+                payload[f"optimizer/{name}/{dkey}"] = mine
+            if opt._rank == 0:   # whole on every rank (shard_state=False): rank 0 saves it
+                for i, key in enumerate(g.keys):
+                    dkey = "d" + key
+                    if dkey in d and not _per_element(d[dkey], g, i):
+                        payload[f"optimizer/{name}/{dkey}"] = d[dkey]
         if opt._accumulated:
             for i, key in enumerate(g.keys):
                 payload[f"accumulation/d{key}"] = g.view(g.acc, i)
@@ -1414,6 +1481,13 @@ def _read_shares(opt, files, m, saved):
                     sd[f"{name}/{dkey}"] = np.zeros(dest.shape, dest.dtype)
                     continue
                 i = g.keys.index(key)
+                if not _per_element(dest, g, i):   # saved whole, by rank 0
+                    entry = f"optimizer/{name}/{dkey}"
+                    archive = files.archive(0)
+                    if entry not in archive.members:
+                        raise KeyError(f"{archive.path} has no entry {entry!r}")
+                    sd[f"{name}/{dkey}"] = archive.read(entry, budget=dest.nbytes)
+                    continue
                 a, b = (0, g.sizes[i])
                 for i2, a2, b2 in g.mine:
                     if i2 == i:

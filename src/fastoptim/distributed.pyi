@@ -5,9 +5,12 @@ from numpy.typing import NDArray
 
 from .optimizers import Optimizer
 
-__all__ = ["DataParallel", "ELEMENTWISE_RULES", "load_checkpoint", "save_checkpoint"]
+__all__ = ["DataParallel", "ELEMENTWISE_RULES", "elementwise", "load_checkpoint",
+           "save_checkpoint"]
 
 ELEMENTWISE_RULES: frozenset[str]
+
+def elementwise(cls: type[Optimizer]) -> bool: ...
 CHUNK: int
 FORMAT: int
 
@@ -21,6 +24,10 @@ class DataParallel:
     def __init__(self, optimizer_class: type[Optimizer], parameters: dict[str, NDArray[Any]],
                  comm: Any = None, *, shard_state: bool = True, **settings: Any) -> None: ...
     def step(self, grads: dict[str, NDArray[Any]]) -> bool: ...
+    @property
+    def eval_mode(self) -> bool: ...
+    def eval(self) -> None: ...
+    def train(self) -> None: ...
     @property
     def comm(self) -> Any: ...
     @property

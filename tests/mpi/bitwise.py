@@ -10,7 +10,7 @@ from _common import (COMM, RANK, SHAPE_SETS, WORLD, assert_bitwise, assert_same_
 from optimizer_db import CASES, INFOS
 
 import fastoptim as fo
-from fastoptim.distributed import DataParallel
+from fastoptim.distributed import DataParallel, elementwise
 
 STEPS = 4
 checks = 0
@@ -64,13 +64,14 @@ def run(cls, kwargs, spec, shard, steps=STEPS, accumulate=1, poison=None, what="
 # Every configuration of the database (its rules, options, per-key decay,
 # masks, clipping) on arrays that slices cut.
 for case in CASES:
-    run(getattr(fo, case.cls), case.kwargs, SHAPE_SETS["uneven"], True, what=case.id)
+    cls = getattr(fo, case.cls)
+    run(cls, case.kwargs, SHAPE_SETS["uneven"], elementwise(cls), what=case.id)
 
 # Every class's richest configuration, each parameter set, both state modes,
 # with clipping and with skip_nonfinite.
 for info in INFOS:
     for set_name, spec in SHAPE_SETS.items():
-        for shard in (True, False):
+        for shard in (True, False) if elementwise(info.cls) else (False,):
             for extra in ({}, {"max_grad_norm": 0.5}, {"skip_nonfinite": True}):
                 run(info.cls, dict(info.rich, **extra), spec, shard,
                     what=f"{info.name} {set_name} {extra}")
@@ -113,6 +114,45 @@ for shard in (True, False):
         # without skipping, the NaN reaches only the elements it touches
         run(fo.SGD, dict(momentum=0.9), spec, shard, poison=nan_on_last_rank,
             what=f"NaN not skipped {spec_name}")
+
+# Schedule-Free's evaluation point x on every rank: eval() and train() switch the
+# parameters as the single-process optimizer does, bitwise; step() refuses in eval mode.
+for cls in (fo.ScheduleFreeAdamW, fo.ScheduleFreeSGD):
+    for shard in (True, False):
+        spec = SHAPE_SETS["mixed"]
+        params = make_params(spec)
+        ref_params = copy(params)
+        opt = DataParallel(cls, params, COMM, shard_state=shard, warmup_steps=2)
+        ref = cls(ref_params, warmup_steps=2)
+        label = f"rank {RANK}/{WORLD} {cls.__name__} shard_state={shard}"
+        for step in range(3):
+            per_rank = [rank_grads(spec, r, step) for r in range(WORLD)]
+            opt.step(per_rank[RANK])
+            ref.step(mean_grads(spec, per_rank))
+        opt.eval()
+        ref.eval()
+        assert opt.eval_mode and ref.eval_mode
+        assert_bitwise(params, ref_params, f"{label}: eval() parameters")
+        try:
+            opt.step(rank_grads(spec, RANK, 9))
+        except RuntimeError as exc:
+            assert "eval" in str(exc), exc
+        else:
+            raise AssertionError(f"{label}: step() in eval mode did not raise")
+        assert_bitwise(params, ref_params, f"{label}: a refused step changes nothing")
+        opt.train()
+        ref.train()
+        per_rank = [rank_grads(spec, r, 3) for r in range(WORLD)]
+        opt.step(per_rank[RANK])
+        ref.step(mean_grads(spec, per_rank))
+        assert_bitwise(params, ref_params, f"{label}: train() and a step")
+        checks += 1
+try:
+    DataParallel(fo.Adam, make_params(SHAPE_SETS["small"]), COMM).eval()
+except AttributeError as exc:
+    assert "Schedule-Free" in str(exc), exc
+else:
+    raise AssertionError("Adam's DataParallel has an eval()")
 
 # The compiled step of the fused path and the NumPy step (FASTOPTIM_BACKEND=numpy
 # runs the whole script again) agree through the references above; the state

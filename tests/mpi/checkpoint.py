@@ -22,24 +22,28 @@ from fastoptim.distributed import DataParallel, load_checkpoint, save_checkpoint
 mode, directory = sys.argv[1], sys.argv[2]
 saved_world = int(sys.argv[3]) if len(sys.argv) > 3 else WORLD
 spec = SHAPE_SETS["mixed"]
-SETTINGS = dict(learning_rate=fo.schedules.StepDecay(0.01, 3, 0.5), amsgrad=True,
+# OPT: the class (AdamW; Adafactor and Muon, whose state is not per element, take SHARD=0)
+CLS = getattr(fo, os.environ.get("OPT", "AdamW"))
+SETTINGS = dict(learning_rate=fo.schedules.StepDecay(0.01, 3, 0.5),
                 weight_decay={"W1": 0.1, "W2": 0.2, "b1": 0.0, "c": 0.0, "e": 0.1, "s": 0.0,
                               "E": 0.0},
                 max_grad_norm=2.0, ema_decay=0.9)
+if CLS is fo.AdamW:
+    SETTINGS["amsgrad"] = True
 BEFORE, AFTER = 5, 4
 shard = os.environ.get("SHARD", "1") == "1"
 
 
 def build(**extra):
     params = make_params(spec, seed=1)
-    return params, DataParallel(fo.AdamW, params, COMM, shard_state=shard,
+    return params, DataParallel(CLS, params, COMM, shard_state=shard,
                                 **dict(SETTINGS, **extra))
 
 
 def reference(steps_at):
     """The single-process optimizer after steps taken at the given world sizes."""
     params = make_params(spec, seed=1)
-    ref = fo.AdamW(params, **SETTINGS)
+    ref = CLS(params, **SETTINGS)
     for step, world in steps_at:
         ref.step(mean_grads(spec, [rank_grads(spec, r, step) for r in range(world)]))
     return params, ref

@@ -117,7 +117,7 @@ expect(TypeError, r"optimizer_class must be a fastoptim optimizer class",
 saved = distributed.ELEMENTWISE_RULES
 distributed.ELEMENTWISE_RULES = frozenset()
 try:
-    expect(ValueError, r"rule 'adam' is not elementwise.*shard_state=False",
+    expect(ValueError, r"Adam's step is not elementwise.*shard_state=False",
            lambda: build(make_params(spec)))
     spec = SHAPE_SETS["uneven"]
     p = make_params(spec)
