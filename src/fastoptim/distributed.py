@@ -1282,11 +1282,12 @@ def _read_manifest(directory):
     return m
 
 
-def _per_element(state, g, i):
-    """Whether a state array has an element per parameter element (shape and
-    dtype of key i of group g): saved by shares. Others (Adafactor's factored
-    statistics) exist only with shard_state=False, whole on every rank."""
-    return state.shape == g.shapes[i] and state.dtype == g.dtype
+def _per_element(opt, state, g, i):
+    """Whether a state array has an element per parameter element: saved by
+    shares. Sharded state always has (elementwise steps only); whole state has
+    when it is shaped like key i of group g. Others (Adafactor's factored
+    statistics) are whole on every rank."""
+    return opt._sharded or (state.shape == g.shapes[i] and state.dtype == g.dtype)
 
 
 def _checkpoint_payload(opt, parameters):
@@ -1314,7 +1315,7 @@ def _checkpoint_payload(opt, parameters):
         for name, d in state.items():
             for i, a, b in g.shares[opt._rank]:
                 dkey = "d" + g.keys[i]
-                if dkey not in d or not _per_element(d[dkey], g, i):
+                if dkey not in d or not _per_element(opt, d[dkey], g, i):
                     continue
                 mine = np.ravel(d[dkey], order="K")
                 if not opt._sharded:
@@ -1323,7 +1324,7 @@ def _checkpoint_payload(opt, parameters):
             if opt._rank == 0:   # whole on every rank (shard_state=False): rank 0 saves it
                 for i, key in enumerate(g.keys):
                     dkey = "d" + key
-                    if dkey in d and not _per_element(d[dkey], g, i):
+                    if dkey in d and not _per_element(opt, d[dkey], g, i):
                         payload[f"optimizer/{name}/{dkey}"] = d[dkey]
         if opt._accumulated:
             for i, key in enumerate(g.keys):
@@ -1481,7 +1482,7 @@ def _read_shares(opt, files, m, saved):
                     sd[f"{name}/{dkey}"] = np.zeros(dest.shape, dest.dtype)
                     continue
                 i = g.keys.index(key)
-                if not _per_element(dest, g, i):   # saved whole, by rank 0
+                if not _per_element(opt, dest, g, i):   # saved whole, by rank 0
                     entry = f"optimizer/{name}/{dkey}"
                     archive = files.archive(0)
                     if entry not in archive.members:
