@@ -49,7 +49,7 @@ def test_the_adam_registry_is_untouched():
 
 @pytest.mark.parametrize("spec", _bench_family.SPECS, ids=lambda s: s.name)
 def test_each_contender_steps_and_the_ceiling_moves_its_streams(spec):
-    inputs = _bench.Inputs(_bench.vector(100, np.float32))
+    inputs = _bench.Inputs(_bench_family.matrix(250 * 250, np.float32))
     steps, skipped = _bench.build(spec.name, inputs)
     assert _bench.SUBJECT in steps and _bench.CEILING in steps
     for step in steps.values():
@@ -64,4 +64,16 @@ def test_each_contender_steps_and_the_ceiling_moves_its_streams(spec):
     for want, got in zip(expect, [p, *states]):
         for k in want:
             np.testing.assert_array_equal(got[k], want[k])
-    assert spec.streams == 3 + 2 * len(states)
+    # one pass per element, or two for a rule with a reduction (the second over p and g)
+    assert spec.passes == ([spec.nstates, 0] if spec.cls in _bench_family.REDUCTIONS
+                           else [spec.nstates])
+    assert spec.streams == sum(3 + 2 * k for k in spec.passes)
+
+
+def test_the_state_streams_are_counted_from_the_full_size_state():
+    """Adafactor's factored statistics of a matrix are not streams; Muon's
+    momentum is; Adam's two moments, AMSGrad's maximum and the moving average are."""
+    streams = {s.title: s.nstates for s in _bench_family.SPECS}
+    assert streams["Adafactor"] == 0 and streams["Muon"] == 1
+    assert streams["Adam"] == 2 and streams["Adam amsgrad"] == 3
+    assert streams["Adam ema_decay"] == 3   # state["ema"], read and written

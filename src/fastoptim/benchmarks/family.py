@@ -1,14 +1,17 @@
 """python -m fastoptim bench --algo all: every optimizer against its own ceiling
 and torch's CPU implementation.
 
-fastoptim's contender is the optimizer object's step. Each optimizer moves a
-different number of bytes per element (Adam reads p, g, v, s and writes p, v,
-s: 7 streams; SGD with momentum 5; ...), counted from the state arrays the
-object keeps, so each has its own ceiling: fastoptim's ceiling kernel with
-exactly its streams (g read; p and each state read and written) and trivial
-arithmetic. torch runs its fused CPU
-kernel where it has one (SGD, Adam, AdamW, Adagrad), else foreach; Lion has
-none. Same protocol as the Adam tables: contenders
+fastoptim's contender is the optimizer object's step on one weight matrix of n
+elements. Each optimizer moves a different number of bytes per element (Adam
+reads p, g, v, s and writes p, v, s: 7 streams; SGD with momentum 5; ...),
+counted from the full-size state arrays the object keeps, so each has its own
+ceiling: fastoptim's ceiling kernel with exactly its streams (g read; p and
+each state read and written) and trivial arithmetic; a rule with a per-array
+reduction (LAMB, Adafactor) makes two passes, and its ceiling too. Muon's
+Newton-Schulz iteration is matrix products on NumPy's BLAS, beyond any
+ceiling of memory traffic. torch runs its fused CPU kernel where it has one
+(SGD, Adam, AdamW, Adagrad), else foreach (Muon: its default); Lion, LAMB and
+Schedule-Free have none. Same protocol as the Adam tables: contenders
 interleaved in one process, best of several rounds, ratios from one run.
 """
 import functools
@@ -37,11 +40,18 @@ class Spec:
         self.torch_cls = torch_cls
         self.torch_kw = dict(torch_kw or {}, lr=LR)
         self.fused = fused
-        self.nstates = len(self.make({"w": np.zeros(1)}).state)
-        self.streams = 3 + 2 * self.nstates
+        # the full-size state arrays of a matrix (Adafactor's factored ones are not)
+        probe = self.make({"w": np.zeros((4, 8))}).state
+        # (the moving average, with ema_decay, is one of them: state["ema"])
+        self.nstates = sum(d["dw"].size == 32 for d in probe.values() if "dw" in d)
+        # the C passes over the arrays: a rule with a per-array reduction (LAMB,
+        # Adafactor) reads p, g and its state once to reduce, then p and g again
+        # to apply (approximated by a second ceiling pass over p and g)
+        self.passes = [self.nstates] + ([0] if cls in REDUCTIONS else [])
+        self.streams = sum(3 + 2 * k for k in self.passes)
         B.ALGORITHMS[self.name] = B.Algorithm(
             self.name, title, self.streams,
-            "read p, g" + ", s" * self.nstates + "; write p" + ", s" * self.nstates)
+            " + ".join("read p, g" + ", s" * k + "; write p" + ", s" * k for k in self.passes))
 
     def make(self, params):
         import fastoptim
@@ -55,11 +65,15 @@ class Spec:
 TORCH_OF = {"GD": ("SGD", {}, True), "SGD": ("SGD", {}, True), "Adam": ("Adam", {}, True),
             "AdamW": ("AdamW", {}, True), "NAdam": ("NAdam", {}, False),
             "RAdam": ("RAdam", {}, False), "Adamax": ("Adamax", {}, False),
-            "Adagrad": ("Adagrad", {}, True), "RMSprop": ("RMSprop", {}, False)}
+            "Adagrad": ("Adagrad", {}, True), "RMSprop": ("RMSprop", {}, False),
+            "Adafactor": ("Adafactor", {}, False), "Muon": ("Muon", {}, None)}
+# Rules with a per-array reduction: two C passes (csrc/rules.h FO_REDUCE_RULES).
+REDUCTIONS = ("LAMB", "Adafactor")
 # Beyond each class's defaults: the options that change an update's traffic.
 VARIANTS = [
     ("SGD", "SGD momentum+nesterov", dict(momentum=0.9, nesterov=True)),
     ("Adam", "Adam amsgrad", dict(amsgrad=True)),
+    ("Adam", "Adam ema_decay", dict(ema_decay=0.999)),
     ("RMSprop", "RMSprop centered+mom.", dict(centered=True, momentum=0.9)),
 ]
 
@@ -72,12 +86,21 @@ def _specs():
     rows = [(cls, cls, {}) for cls in optimizers.__all__ if cls != "Optimizer"] + VARIANTS
     for cls, title, kwargs in rows:
         torch_cls, torch_kw, fused = TORCH_OF.get(cls, (None, {}, False))
+        if "ema_decay" in kwargs:   # torch's optimizers keep no moving average
+            torch_cls = None
         specs.append(Spec(title.lower().replace(" ", "-").replace("+", "-"), title, cls, kwargs,
                           torch_cls, dict(torch_kw, **kwargs), fused))
     return specs
 
 
 SPECS = _specs()
+
+
+def matrix(n, dtype):
+    """One weight matrix of n elements, (250, n/250): the shape Muon and Adafactor
+    act on (an elementwise rule does not care)."""
+    rows = 250 if n % 250 == 0 and n >= 250 * 250 else 1
+    return B.Problem(f"n={B.size_label(n)}", [("W", (rows, n // rows))], dtype, "matrix")
 
 
 def _states(inputs, k):
@@ -97,8 +120,11 @@ def _register(spec):
     @B.contender(spec.name, B.CEILING)
     def ceiling(inputs):
         p, _, _ = inputs.fresh()
-        return functools.partial(B._core().ceiling, p, inputs.grads,
-                                 *_states(inputs, spec.nstates))
+        passes = [functools.partial(B._core().ceiling, p, inputs.grads, *_states(inputs, k))
+                  for k in spec.passes]
+        if len(passes) == 1:
+            return passes[0]
+        return lambda: [f() for f in passes]
 
     @B.contender(spec.name, TORCH)
     def torch_step(inputs):
@@ -106,12 +132,14 @@ def _register(spec):
             raise B.Unavailable(f"torch.optim has no {spec.title}")
         torch = B._torch()
         p, _, _ = inputs.fresh()
+        if spec.torch_cls == "Muon" and any(a.ndim != 2 for a in p.values()):
+            raise B.Unavailable("torch.optim.Muon takes only 2-D parameters")
         params = []
         for k, a in p.items():
             t = torch.from_numpy(a).requires_grad_()
             t.grad = torch.from_numpy(inputs.grads["d" + k])
             params.append(t)
-        kind = {"fused": True} if spec.fused else {"foreach": True}
+        kind = {"fused": True} if spec.fused else {} if spec.fused is None else {"foreach": True}
         opt = getattr(torch.optim, spec.torch_cls)(params, **spec.torch_kw, **kind)
         opt.step()  # creates the state, so timing sees steady-state steps
         return opt.step
@@ -140,7 +168,7 @@ def main(args, out):
         for dt in dtypes:
             print(f"\nn={B.size_label(n)} {dt}", file=out)
             print(HEADER, file=out)
-            inputs = B.Inputs(B.vector(n, dt))
+            inputs = B.Inputs(matrix(n, dt))
             for spec in SPECS:
                 algo = B.ALGORITHMS[spec.name]
                 steps, skipped = B.build(spec.name, inputs)
@@ -152,7 +180,7 @@ def main(args, out):
                 nbytes = algo.bytes_per_element(dt)
                 pct = f"{100 * ceil / ours:.0f}%" if ours and ceil else "-"
                 kind = "-" if spec.torch_cls is None or theirs is None else (
-                    "fused" if spec.fused else "foreach")
+                    "fused" if spec.fused else "default" if spec.fused is None else "foreach")
                 vs = f"{theirs / ours:.2f}x" if ours and theirs else "-"
                 ns = f"{ours / n:.3g}" if ours else "-"
                 gbs = f"{nbytes * n / ours:.3g}" if ours else "-"
