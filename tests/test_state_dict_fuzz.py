@@ -207,7 +207,12 @@ def test_hostile_state_dict(info, rate, data):
                 assert now[k] == plain(v), f"{k} restored as {now[k]!r}, given {v!r} ({ops})"
         else:  # options at their defaults are left out of a state dict
             assert not plain(v), f"{k}={v!r} was accepted but not restored ({ops})"
-    for k in now.keys() - given_values.keys():  # a learning rate not given stays
+    options = type(opt).declaration.options
+    for k in now.keys() - given_values.keys():
+        if k in options:   # an option not given takes its default (Muon's nesterov: on)
+            assert now[k] is options[k].default is True, (k, now[k], ops)
+            continue
+        # a learning rate not given stays
         assert k.startswith("learning_rate") and same(now[k], before[("sd", k)]), (k, ops)
     # ... and the optimizer still steps (or its schedule says why not).
     try:
