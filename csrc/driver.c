@@ -225,6 +225,28 @@ static void slots_at(void *out[FO_NSLOTS], void *const *x, size_t k, size_t i, s
     }
 }
 
+/* Array i's coefficients for elements from lo: the gradient's scale (in two
+ * factors below the dtype's normal range: see split_scale), its weight decay
+ * (adding the decay style to *flags), its factored state. */
+static fo_array_coef array_coef(const update_ctx *u, size_t i, size_t lo, unsigned *flags)
+{
+    fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
+    *flags |= u->split;
+    if (u->split) {
+        a.grad_scale = u->split_scale[0];
+        a.grad_scale2 = u->split_scale[1];
+    }
+    const double wd = u->weight_decay ? u->weight_decay[i] : 0.0;
+    if (wd != 0.0) {
+        *flags |= u->decay;
+        a.wd = wd;
+        a.dec = 1.0 - u->lr * wd;
+    }
+    a.factors = u->factors ? &u->factors[i] : NULL;
+    a.start = lo;
+    return a;
+}
+
 /* Elements per block of the blocked update (sources, moving average): long
  * enough that the kernel's loop runs at its full speed, short enough that the
  * block's streams stay in L1/L2 between the passes (16 KiB of float64 each). */
@@ -235,21 +257,9 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
     const update_ctx *u = v;
     void *x[FO_NSLOTS];
     slots_at(x, u->x, u->k, i, lo, u->elem_size);
-    fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
-    unsigned flags = u->flags | u->split;
-    if (u->split) {  /* a scale below the dtype's normal range: see split_scale */
-        a.grad_scale = u->split_scale[0];
-        a.grad_scale2 = u->split_scale[1];
-    }
-    const double wd = u->weight_decay ? u->weight_decay[i] : 0.0;
-    if (wd != 0.0) {
-        flags |= u->decay;
-        a.wd = wd;
-        a.dec = 1.0 - u->lr * wd;
-    }
+    unsigned flags = u->flags;
+    fo_array_coef a = array_coef(u, i, lo, &flags);
     a.factor = u->factor ? u->factor[i] : 0.0;
-    a.factors = u->factors ? &u->factors[i] : NULL;
-    a.start = lo;
     if (!x[FO_SLOT_EMA] && u->sources <= 1) {
         u->kernel(hi - lo, x, u->coef, &a, flags);
         return;
@@ -297,24 +307,9 @@ static size_t blocks_of(size_t n) { return (n + FO_BLOCK - 1) / FO_BLOCK; }
 static void reduce_block(const update_ctx *u, size_t i, size_t lo, size_t hi, double *out)
 {
     void *x[FO_NSLOTS];
-    for (size_t j = 0; j < FO_NSLOTS; j++) {
-        char *base = u->x[j * u->k + i];
-        x[j] = base ? base + lo * u->elem_size : NULL;
-    }
-    fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
-    unsigned flags = u->flags | u->split | FO_REDUCE;
-    if (u->split) {
-        a.grad_scale = u->split_scale[0];
-        a.grad_scale2 = u->split_scale[1];
-    }
-    const double wd = u->weight_decay ? u->weight_decay[i] : 0.0;
-    if (wd != 0.0) {
-        flags |= u->decay;
-        a.wd = wd;
-        a.dec = 1.0 - u->lr * wd;
-    }
-    a.factors = u->factors ? &u->factors[i] : NULL;
-    a.start = lo;
+    slots_at(x, u->x, u->k, i, lo, u->elem_size);
+    unsigned flags = u->flags | FO_REDUCE;
+    fo_array_coef a = array_coef(u, i, lo, &flags);
     double gradient[FO_BLOCK], q[FO_MAX_SUMS][FO_BLOCK];  /* room for either type */
     if (u->sources > 1) {
         kern->sum_sources[u->dtype](hi - lo, gradient, x[FO_SLOT_G], u->sources,

@@ -44,6 +44,7 @@ import numpy as np
 from . import _backend
 from . import _validate as check
 from . import schedules as _schedules
+from .checkpoint import _Archive, _fsync_directory
 from .optimizers import _base
 from .optimizers._base import Optimizer
 
@@ -1099,7 +1100,7 @@ def save_checkpoint(directory, parameters, optimizer):
     error = None
     if rank == 0:
         try:
-            _fsync_path(folder)
+            _fsync_directory(folder)
             _write_manifest(directory, _manifest(optimizer, generation))
             _remove_old_generations(directory, generation)
         except OSError as exc:
@@ -1128,7 +1129,7 @@ def _write_manifest(directory, manifest):
         except OSError:
             pass
         raise
-    _fsync_path(directory)
+    _fsync_directory(directory)
 
 
 def _remove_old_generations(directory, keep):
@@ -1142,18 +1143,6 @@ def _remove_old_generations(directory, keep):
                 os.unlink(path)
             except OSError:
                 pass
-
-
-def _fsync_path(path):
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(directory, parameters, optimizer):
@@ -1206,8 +1195,6 @@ class _Files:
         self.open = {}
 
     def archive(self, q):
-        from .checkpoint import _Archive
-
         if q not in self.open:
             path = os.path.join(self.directory, self.manifest["generation"],
                                 self.manifest["files"][q])
