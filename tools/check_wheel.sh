@@ -28,7 +28,9 @@ case "$(basename "$repaired")" in
     *manylinux*) ;;
     *) echo "check_wheel.sh: the repaired wheel has no manylinux tag" >&2; exit 1 ;;
 esac
-unzip -l "$repaired" | grep -q "LICENSE" || { echo "check_wheel.sh: no LICENSE in the wheel" >&2; exit 1; }
+# (not `unzip -l | grep -q`: grep's early exit fails the pipeline under pipefail)
+"$python" -c 'import sys, zipfile; sys.exit(not any(n.endswith("LICENSE") for n in zipfile.ZipFile(sys.argv[1]).namelist()))' "$repaired" \
+    || { echo "check_wheel.sh: no LICENSE in the wheel" >&2; exit 1; }
 
 "$python" -m venv "$tmp/venv"
 # shellcheck disable=SC1091
