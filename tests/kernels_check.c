@@ -37,6 +37,25 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
     return h;
 }
 
+/* The bits of a produced NaN (its sign, its payload) are the CPU's choice: x86
+ * gives 0/0 the sign bit, ARM not. Every NaN hashes as one value; every other
+ * bit counts. */
+static uint64_t fnv_values(uint64_t h, const void *data, size_t n, int dtype)
+{
+    for (size_t j = 0; j < n; j++) {
+        double v = dtype == FO_F32 ? (double)((const float *)data)[j] : ((const double *)data)[j];
+        if (v != v) {
+            static const char nan_mark[8] = "NaN";
+            h = fnv(h, nan_mark, sizeof nan_mark);
+        } else if (dtype == FO_F32) {
+            h = fnv(h, (const float *)data + j, sizeof(float));
+        } else {
+            h = fnv(h, (const double *)data + j, sizeof(double));
+        }
+    }
+    return h;
+}
+
 /* flag combinations of each rule (rules.h), decay styles it takes, sources, EMA */
 static const unsigned FLAGS[FO_NUM_RULES][6] = {
     [FO_RULE_SGD] = {0, FO_SGD_MOMENTUM, FO_SGD_MOMENTUM | FO_SGD_NESTEROV,
@@ -49,7 +68,13 @@ static const unsigned FLAGS[FO_NUM_RULES][6] = {
     [FO_RULE_RMSPROP] = {0, FO_RMSPROP_CENTERED, FO_RMSPROP_MOMENTUM,
                          FO_RMSPROP_CENTERED | FO_RMSPROP_MOMENTUM, ~0u},
     [FO_RULE_LION] = {0, ~0u},
+    [FO_RULE_SCHEDULE_FREE_ADAMW] = {0, ~0u},
+    [FO_RULE_SCHEDULE_FREE_SGD] = {0, ~0u},
+    [FO_RULE_LAMB] = {0, ~0u},
+    [FO_RULE_ADAFACTOR] = {0, FO_ADAFACTOR_MACHINE_EPSILON, ~0u},
 };
+/* every rule has its row (a rule added to rules.h without one fails to compile) */
+typedef char every_rule_has_flags[FO_RULE_ADAFACTOR + 1 == FO_NUM_RULES ? 1 : -1];
 
 static void run_case(int rule, int dtype, unsigned flags, unsigned decay, int sources,
                      int ema, int threads, double grad_scale)
@@ -90,6 +115,12 @@ static void run_case(int rule, int dtype, unsigned flags, unsigned decay, int so
     if (rule == FO_RULE_RMSPROP)
         st.h[2] = 0.5;
     st.scalars[0] = 0.8;
+    if (rule == FO_RULE_SCHEDULE_FREE_ADAMW)   /* warmup 2 steps, r 0.5, weight_lr_power 2 */
+        st.h[3] = 2.0, st.h[4] = 0.5, st.h[5] = 2.0, st.scalars[0] = 0.0;
+    if (rule == FO_RULE_SCHEDULE_FREE_SGD)
+        st.h[1] = 2.0, st.h[2] = 0.5, st.h[3] = 2.0, st.scalars[0] = 0.0;
+    if (rule == FO_RULE_ADAFACTOR)   /* decay_rate, epsilon1, epsilon2, d */
+        st.h[0] = 0.8, st.h[1] = 1e-30, st.h[2] = 1e-3, st.h[3] = 1.0;
     st.flags = flags;
     st.decay = decay;
     st.weight_decay = decay ? wd : NULL;
@@ -125,8 +156,8 @@ static void run_case(int rule, int dtype, unsigned flags, unsigned decay, int so
     for (int s = 0; s < FO_NSLOTS; s++)
         for (int i = 0; i < K; i++)
             if (x[s * K + i] && s != FO_SLOT_G)
-                h = fnv(h, x[s * K + i], N[i] * es);
-    h = fnv(h, &norm, sizeof norm);
+                h = fnv_values(h, x[s * K + i], N[i], dtype);
+    h = fnv_values(h, &norm, 1, FO_F64);
     h = fnv(h, &st.scalars[0], sizeof(double));
     printf("rule %d dtype %d flags %u decay %u sources %d ema %d threads %d scale %g: %s %016llx\n",
            rule, dtype, flags, decay, sources, ema, threads, grad_scale, ok ? "ok" : "refused",
@@ -139,8 +170,8 @@ int main(void)
 {
     fo_init(FO_ISA_AVX512);
     for (int rule = 0; rule < FO_NUM_RULES; rule++) {
-        const unsigned decays[3] = {0, FO_DECAY_L2, FO_DECAY_DECOUPLED};
-        for (int d = 0; d < 3; d++) {
+        const unsigned decays[4] = {0, FO_DECAY_L2, FO_DECAY_DECOUPLED, FO_DECAY_UPDATE};
+        for (int d = 0; d < 4; d++) {
             if (decays[d] && !(fo_rule_decay(rule) & decays[d]))
                 continue;
             for (int f = 0; FLAGS[rule][f] != ~0u; f++)
