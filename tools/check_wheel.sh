@@ -40,7 +40,8 @@ pip install -q "$repaired"
 pip install -q pytest hypothesis threadpoolctl scikit-learn matplotlib tqdm
 site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
 so="$(ls "$site"/fastoptim/_core*.so)"
-if ldd "$so" | grep -Eq 'libgomp|libomp|libiomp'; then
+ldd "$so" > "$tmp/ldd.txt"
+if grep -Eq 'libgomp|libomp|libiomp' "$tmp/ldd.txt"; then
     echo "check_wheel.sh: the extension links an OpenMP runtime:" >&2
     ldd "$so" >&2
     exit 1
