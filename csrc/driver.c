@@ -247,11 +247,6 @@ static fo_array_coef array_coef(const update_ctx *u, size_t i, size_t lo, unsign
     return a;
 }
 
-/* Elements per block of the blocked update (sources, moving average): long
- * enough that the kernel's loop runs at its full speed, short enough that the
- * block's streams stay in L1/L2 between the passes (16 KiB of float64 each). */
-#define UPDATE_BLOCK 2048
-
 static void update_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const update_ctx *u = v;
@@ -266,9 +261,9 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
     }
     /* In blocks, each in cache: a gradient of several sources summed into a
      * buffer on the stack, then the update, then the moving average. */
-    double gradient[UPDATE_BLOCK];  /* room for UPDATE_BLOCK elements of either type */
-    for (size_t b = 0; b < hi - lo; b += UPDATE_BLOCK) {
-        const size_t m = hi - lo - b < UPDATE_BLOCK ? hi - lo - b : UPDATE_BLOCK;
+    double gradient[FO_BLOCK];  /* room for FO_BLOCK elements of either type */
+    for (size_t b = 0; b < hi - lo; b += FO_BLOCK) {
+        const size_t m = hi - lo - b < FO_BLOCK ? hi - lo - b : FO_BLOCK;
         void *xb[FO_NSLOTS];
         for (size_t j = 0; j < FO_NSLOTS; j++)
             xb[j] = x[j] ? (char *)x[j] + b * u->elem_size : NULL;
