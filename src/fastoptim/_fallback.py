@@ -42,11 +42,14 @@ class Rule:
     scalars) -> (coefficients, kernel flags, scalars)` and `update(p, gi, s, c,
     f)`, which updates one array in place: p (already decayed when the decay is
     decoupled), the scaled gradient gi (with L2 decay added), the state slots s
-    (None where absent)."""
+    (None where absent). `unsigned`: per state slot, whether it stays >= 0 (8-bit
+    state then takes the unsigned dynamic map)."""
 
-    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags):
+    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags,
+                 nonnegative=""):
         self.name = name
         self.states = tuple(s.split(":")[0] for s in states.split())
+        self.unsigned = tuple(s in nonnegative.split() for s in self.states)
         # state slot j is present only when this flag is set (0: always)
         self.state_flags = tuple(
             (1 << flags.split().index(s.split(":")[1])) if ":" in s else 0
@@ -72,8 +75,8 @@ class Rule:
 RULES = {}
 
 
-def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,)):
-    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags)
+def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,), nonnegative=""):
+    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags, nonnegative)
     RULES[name] = r
     return r
 
@@ -112,7 +115,7 @@ def _(p, gi, s, c, f):
 
 
 @rule("adam", "v s max_s:amsgrad", "beta1:beta beta2:beta epsilon:eps", "amsgrad",
-      decay=DECAY_L2 | DECAY_DECOUPLED, valid_flags=(0, ADAM_AMSGRAD))
+      decay=DECAY_L2 | DECAY_DECOUPLED, valid_flags=(0, ADAM_AMSGRAD), nonnegative="s max_s")
 def adam(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t),
@@ -134,7 +137,7 @@ def _(p, gi, s, c, f):
 
 
 @rule("nadam", "v s", "beta1:beta beta2:beta epsilon:eps momentum_decay:nonneg",
-      scalars="mu_product:fraction", decay=DECAY_L2 | DECAY_DECOUPLED)
+      scalars="mu_product:fraction", decay=DECAY_L2 | DECAY_DECOUPLED, nonnegative="s")
 def nadam(t, lr, h, f, scalars):
     beta1, beta2, eps, md = h
     (mu_product,) = scalars
@@ -159,7 +162,8 @@ def _(p, gi, s, c, f):
     p -= c["cm"] * m / d
 
 
-@rule("radam", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2 | DECAY_DECOUPLED)
+@rule("radam", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2 | DECAY_DECOUPLED,
+      nonnegative="s")
 def radam(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     b2t = beta2**t
@@ -188,7 +192,8 @@ def _(p, gi, s, c, f):
         p -= c["step"] * m
 
 
-@rule("adamax", "v exp_inf", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2)
+@rule("adamax", "v exp_inf", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2,
+      nonnegative="exp_inf")
 def adamax(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t)), f, scalars
@@ -203,7 +208,7 @@ def _(p, gi, s, c, f):
     p -= c["step"] * m / u
 
 
-@rule("adagrad", "sum", "lr_decay:nonneg epsilon:eps", decay=DECAY_L2)
+@rule("adagrad", "sum", "lr_decay:nonneg epsilon:eps", decay=DECAY_L2, nonnegative="sum")
 def adagrad(t, lr, h, f, scalars):
     lr_decay, eps = h
     return dict(clr=lr / (1.0 + (t - 1) * lr_decay), eps=eps), f, scalars
@@ -218,7 +223,8 @@ def _(p, gi, s, c, f):
 
 @rule("rmsprop", "square_avg grad_avg:centered momentum_buffer:momentum",
       "alpha:beta epsilon:eps momentum:beta", "centered momentum", decay=DECAY_L2,
-      valid_flags=(0, RMSPROP_CENTERED, RMSPROP_MOMENTUM, RMSPROP_CENTERED | RMSPROP_MOMENTUM))
+      valid_flags=(0, RMSPROP_CENTERED, RMSPROP_MOMENTUM, RMSPROP_CENTERED | RMSPROP_MOMENTUM),
+      nonnegative="square_avg")
 def rmsprop(t, lr, h, f, scalars):
     alpha, eps, mu = h
     return dict(alpha=alpha, eps=eps, mu=mu, lr=lr), f, scalars
@@ -316,6 +322,273 @@ def _sign(x):
     return np.where(x > 0, one, np.where(x < 0, -one, x))
 
 
+# --- storage formats (csrc/formats.c, the driver's staged block loop) ----------------
+# 16-bit parameters and gradients, bfloat16 and 8-bit state: every stream is
+# widened to float32, the rule's twin runs on float32 arrays unchanged, and the
+# results are written back; the same bits as formats.c, by the same integer and
+# float32 operations.
+
+F32, F64, F16, BF16 = 0, 1, 2, 3                    # fo_dtype
+FMT_NATIVE, FMT_F16, FMT_BF16, FMT_Q8, FMT_Q8_UNSIGNED = 0, F16, BF16, 4, 5  # fo_format
+ROUND_NEAREST, ROUND_STOCHASTIC, ROUND_KAHAN = 0, 1, 2  # fo_rounding
+Q8_BLOCK = 256                                      # FO_Q8_BLOCK
+
+_U32 = np.uint32
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+is_bfloat16 = check.is_bfloat16
+is_16bit = check.is_16bit
+
+
+def format_of(dtype):
+    """FMT_F16, FMT_BF16, or FMT_NATIVE for any other dtype."""
+    return FMT_F16 if dtype == np.float16 else FMT_BF16 if is_bfloat16(dtype) else FMT_NATIVE
+
+
+def _bits(x):
+    return x.view(_U32)
+
+
+def widen(a, fmt):
+    """16-bit values (an array of the format's dtype, or uint16 bits) as
+    float32, in an array of a's layout: exact; a float16 NaN is made quiet (as
+    F16C does)."""
+    h = a.view(np.uint16)
+    out = np.empty_like(h, dtype=np.float32)
+    if fmt == FMT_BF16:
+        out.view(_U32)[...] = h.astype(_U32) << 16
+        return out
+    with np.errstate(all="ignore"):
+        out[...] = h.view(np.float16)
+    nan = np.isnan(out)
+    if nan.any():
+        out.view(_U32)[nan] |= 0x00400000
+    return out
+
+
+def narrow(x, fmt):
+    """float32 to 16-bit bits (uint16), rounded to nearest even. float16: IEEE,
+    subnormals kept, Inf above 65504's rounding range, a NaN quiet with its top
+    payload bits. bfloat16: float32 subnormals become signed zeros and a NaN is
+    made quiet (the rule of vcvtneps2bf16, which formats.c uses where the CPU has
+    it)."""
+    x = np.asarray(x, np.float32)
+    if fmt == FMT_F16:
+        with np.errstate(all="ignore"):
+            return x.astype(np.float16).view(np.uint16)
+    u = _bits(x)
+    a = u & 0x7FFFFFFF
+    rounded = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
+    out = np.where(a > 0x7F800000, (u >> 16) | 0x40,
+                   np.where(a < 0x00800000, (u >> 16) & 0x8000, rounded))
+    return out.astype(np.uint16)
+
+
+def _mix64(z):
+    """splitmix64's output function, on uint64 arrays (wrapping)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mix64_int(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def rounding_key(seed, t, stream):
+    """Stochastic rounding's key for one array of one step (fo_rounding_key)."""
+    return _mix64_int(_mix64_int(_mix64_int(seed & _MASK64) ^ (t & _MASK64)) ^ (stream & _MASK64))
+
+
+def random_bits(key, first, n):
+    """The generator's 64 bits for elements first .. first+n-1 of an array:
+    mix(key + j * golden), a counter-based draw (the same for any split)."""
+    j = np.arange(n, dtype=np.uint64) + np.uint64(first)
+    with np.errstate(all="ignore"):
+        return _mix64(np.uint64(key) + j * np.uint64(_GOLDEN))
+
+
+def narrow_stochastic(x, fmt, key, first=0):
+    """float32 to 16-bit bits of x's shape, rounded stochastically (formats.c's
+    bf16_sr_grid and f16_sr_grid, then nearest): of the two grid neighbours of
+    |x|, the upper with probability (|x| - lower)/(upper - lower), the draw of
+    element j in x's memory order being random_bits(key, first + j); NaN and
+    magnitudes from the largest finite value up round to nearest."""
+    shaped = np.asarray(x, np.float32)
+    x = np.ravel(shaped, order="K")
+    r = random_bits(key, first, x.size)
+    u = _bits(x)
+    a = u & 0x7FFFFFFF
+    with np.errstate(all="ignore"):
+        if fmt == FMT_BF16:
+            up = np.where((u & 0xFFFF) > (r >> np.uint64(48)).astype(_U32), 0x10000, 0)
+            grid = np.where(a >= 0x7F7F0000, u, (u & 0xFFFF0000) + up.astype(_U32))
+        else:
+            ax = a.view(np.float32)
+            normal = a >= 0x38800000
+            lo = np.where(normal, (a & ~_U32(0x1FFF)).view(np.float32),
+                          (ax * np.float32(2.0**24)).astype(np.int32).astype(np.float32)
+                          * np.float32(2.0**-24))
+            gap = np.where(normal, ((a & 0x7F800000) - _U32(10 << 23)).view(np.float32),
+                           np.float32(2.0**-24))
+            draw = (r >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24) * gap
+            mag = np.where(ax - lo > draw, lo + gap, lo)
+            grid = np.where(a >= 0x477FE000, u, _bits(mag) | (u & 0x80000000))
+    out = np.empty_like(shaped, dtype=np.uint16)
+    np.ravel(out, order="K")[...] = narrow(grid.astype(_U32).view(np.float32), fmt)
+    return out
+
+
+def kahan_store(p, c, v, fmt):
+    """Kahan-compensated write-back into p (16-bit, in place) with compensation c
+    (16-bit, in place): v + c rounded into p, and what that lost (0 where p is
+    not finite) rounded into c. Returns p's new values as float32."""
+    with np.errstate(all="ignore"):
+        v = v + widen(c, fmt)
+        p.view(np.uint16)[...] = narrow(v, fmt)
+        back = widen(p, fmt)
+        c.view(np.uint16)[...] = narrow(np.where(np.abs(back) < np.inf, v - back,
+                                                 np.float32(0)), fmt)
+    return back
+
+
+def dynamic_map(signed):
+    """The dynamic quantization map of Dettmers et al. (bitsandbytes'
+    create_dynamic_map with 7 exponent bits of 8), exactly as csrc/driver.c's
+    qmap_build computes it: for i = 0..6, the midpoints of n + 1 evenly spaced
+    points from 0.1 to 1 scaled by 10**(i - 6), n = 2**i (signed: with their
+    negatives) or 2**(i + 1), in double rounded once to float32; then 0 and 1;
+    sorted. 256 float32 values."""
+    parts = [np.zeros(1, np.float32), np.ones(1, np.float32)]
+    for i, scale in enumerate((1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+        n = 2**i if signed else 2 ** (i + 1)
+        j = np.arange(n, dtype=np.float64)
+        v = (scale * (0.1 + 0.9 * (2 * j + 1) / (2 * n))).astype(np.float32)
+        parts += [v, -v] if signed else [v]
+    return np.sort(np.concatenate(parts))
+
+
+_QMAPS = {FMT_Q8: dynamic_map(True), FMT_Q8_UNSIGNED: dynamic_map(False)}
+_ZERO_CODE = {FMT_Q8: 127, FMT_Q8_UNSIGNED: 0}
+
+
+def _midpoints(fmt):
+    m = _QMAPS[fmt][_ZERO_CODE[fmt]:].astype(np.float64)  # 0, then the magnitudes upwards
+    return (m[:-1] + m[1:]) / 2.0
+
+
+_MIDPOINTS = {fmt: _midpoints(fmt) for fmt in _QMAPS}
+
+
+def nearest_code(x, fmt):
+    """The code of the map value nearest to each x in [-1, 1] (float32): by
+    magnitude j = the number of magnitude midpoints below |x|, compared exactly
+    (a tie goes to the smaller magnitude; 0 to 0); the signed map's code is 127
+    + j, or 127 - min(j, 127) for x < 0; the unsigned map's j (x <= 0: 0)."""
+    mids = _MIDPOINTS[fmt]
+    x = np.asarray(x, np.float32)
+    if fmt == FMT_Q8_UNSIGNED:
+        return np.searchsorted(mids, x.astype(np.float64), side="left").astype(np.uint8)
+    j = np.searchsorted(mids, np.abs(x).astype(np.float64), side="left")
+    return np.where(x < 0, 127 - np.minimum(j, 127), 127 + j).astype(np.uint8)
+
+
+def q8_encode(x, fmt):
+    """Block-wise 8-bit quantization of a float32 vector: per block of
+    Q8_BLOCK elements from element 0, absmax = max |x| (NaN when any element
+    is Inf or NaN), each element to the nearest code of x / absmax. A block of
+    zeros or with a non-finite element stores the code of 0 (absmax 0 or NaN).
+    Returns (codes uint8, absmax float32)."""
+    x = np.asarray(x, np.float32).ravel()
+    n = x.size
+    nb = -(-n // Q8_BLOCK)
+    blocks = np.zeros(nb * Q8_BLOCK, np.float32)
+    blocks[:n] = x
+    blocks = blocks.reshape(nb, Q8_BLOCK)
+    largest = (_bits(blocks) & 0x7FFFFFFF).max(axis=1) if nb else np.zeros(0, _U32)
+    dead = (largest == 0) | (largest >= 0x7F800000)
+    absmax = np.where(largest >= 0x7F800000, _U32(0x7FC00000), largest).astype(_U32)
+    absmax = absmax.view(np.float32)
+    with np.errstate(all="ignore"):
+        scaled = blocks / np.where(dead, np.float32(1), absmax)[:, None]
+    codes = nearest_code(scaled, fmt)
+    codes[dead] = _ZERO_CODE[fmt]
+    return codes.ravel()[:n], absmax
+
+
+def q8_decode(codes, absmax, fmt):
+    """The float32 values of 8-bit codes (a vector) with their block maxima."""
+    codes = np.asarray(codes).ravel()
+    scale = np.repeat(np.asarray(absmax, np.float32), Q8_BLOCK)[:codes.size]
+    with np.errstate(all="ignore"):
+        return _QMAPS[fmt][codes] * scale
+
+
+class Storage:
+    """How one array's streams are stored (the C side's fo_formats and its
+    Kahan and block-maximum slots): the parameter's format `p` (FMT_NATIVE,
+    FMT_F16, FMT_BF16), each state slot's `state` format (FMT_NATIVE, FMT_BF16
+    as uint16 bits, FMT_Q8, FMT_Q8_UNSIGNED), the slots' block maxima `absmax`
+    (float32 arrays; None for other formats), the compensation `kahan` (for
+    ROUND_KAHAN), the `rounding` of a 16-bit parameter and the stochastic
+    rounding's `seed` and `stream` (the array's number in its key)."""
+
+    def __init__(self, p=FMT_NATIVE, state=(), absmax=(), kahan=None,
+                 rounding=ROUND_NEAREST, seed=0, stream=0):
+        self.p = p
+        self.state = tuple(state) + (FMT_NATIVE,) * (MAX_STATES - len(state))
+        self.absmax = tuple(absmax) + (None,) * (MAX_STATES - len(absmax))
+        self.kahan = kahan
+        self.rounding = rounding
+        self.seed = seed
+        self.stream = stream
+
+    def load_state(self, j, a):
+        """State slot j's values as a float32 array of a's shape (a itself when
+        it is float32: updated in place)."""
+        fmt = self.state[j]
+        if fmt == FMT_BF16:
+            return widen(a, FMT_BF16)
+        if fmt in (FMT_Q8, FMT_Q8_UNSIGNED) and self.absmax[j] is not None:
+            flat = q8_decode(np.ravel(a, order="K"), self.absmax[j], fmt)
+            out = np.empty_like(a, dtype=np.float32)
+            np.ravel(out, order="K")[...] = flat  # a's layout (contiguous)
+            return out
+        return a
+
+    def store_state(self, j, a, values):
+        fmt = self.state[j]
+        if fmt == FMT_BF16:
+            a.view(np.uint16)[...] = narrow(values, FMT_BF16)
+        elif fmt in (FMT_Q8, FMT_Q8_UNSIGNED) and self.absmax[j] is not None:
+            codes, absmax = q8_encode(np.ravel(values, order="K"), fmt)
+            np.ravel(a, order="K")[...] = codes
+            self.absmax[j][...] = absmax
+
+    def store_parameter(self, p, values, t):
+        """Round the float32 `values` into the 16-bit parameter p (in place);
+        returns p's new values as float32 (what an EMA follows)."""
+        if self.rounding == ROUND_KAHAN:
+            return kahan_store(p, self.kahan, values, self.p)
+        if self.rounding == ROUND_STOCHASTIC:
+            key = rounding_key(self.seed, t, self.stream)
+            p.view(np.uint16)[...] = narrow_stochastic(values, self.p, key)
+        else:
+            p.view(np.uint16)[...] = narrow(values, self.p)
+        return widen(p, self.p)
+
+
+def widen_any(a):
+    """Any parameter or gradient as the float values the arithmetic sees:
+    16-bit arrays widened to float32, others as they are."""
+    fmt = format_of(a.dtype)
+    return a if fmt == FMT_NATIVE else widen(a, fmt)
+
+
 # --- one call over many arrays ------------------------------------------------------
 
 def _silent(fn):
@@ -338,14 +611,24 @@ def _step(t):
 @_silent
 def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     """The update of checked arrays: `entries` is a list of (p, g, states, wd)
-    with states in slot order (None where absent); g may be (sources, scale), the
-    gradient's sources to sum in order (sum_sources). Returns the new scalars."""
+    or (p, g, states, wd, storage) with states in slot order (None where
+    absent); g may be (sources, scale), the gradient's sources to sum in order
+    (sum_sources); `storage` (a Storage, or None for arrays in their own
+    dtype) says how 16-bit and 8-bit streams are widened before the rule and
+    written back after it. Returns the new scalars."""
     # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
     # float(t) from overflowing
-    c, f, scalars = r.prepare(min(t, 2**64), lr, h, flags, tuple(scalars))
-    for p, g, s, wd in entries:
+    t = min(t, 2**64)
+    c, f, scalars = r.prepare(t, lr, h, flags, tuple(scalars))
+    for p, g, s, wd, *more in entries:
+        storage = more[0] if more else None
         if isinstance(g, tuple):  # several sources (data parallelism), in order
             g = sum_sources(g[0], g[1])
+        if storage is not None:  # the staged block loop: float32 in, stored formats out
+            stored, stored_s = p, s
+            p = widen(p, storage.p) if storage.p != FMT_NATIVE else p
+            g = widen_any(g)
+            s = [None if a is None else storage.load_state(j, a) for j, a in enumerate(s)]
         # Every rule starts from gi = grad_scale*g, and the array's decay:
         # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first.
         s1, s2 = _split_scale(grad_scale, p.dtype)
@@ -360,6 +643,12 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
         if fa & DECAY_DECOUPLED:
             p *= 1.0 - lr * wd
         r.update(p, gi, s, c, fa)
+        if storage is not None:
+            for j, a in enumerate(stored_s):
+                if a is not None:
+                    storage.store_state(j, a, s[j])
+            if storage.p != FMT_NATIVE:
+                storage.store_parameter(stored, p, t)
     return scalars
 
 
@@ -421,7 +710,9 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     for i, (p, g, present) in enumerate(entries):
         it = iter(present)
         s = [next(it) if d is not None else None for d in states]
-        rows.append((p, g, s, 0.0 if wds is None else wds[i]))
+        # a 16-bit parameter: float32 arithmetic and state, rounded to nearest
+        storage = Storage(p=format_of(p.dtype)) if check.is_16bit(p.dtype) else None
+        rows.append((p, g, s, 0.0 if wds is None else wds[i], storage))
     return apply(r, rows, t, lr, h, flags, decay, gs, sc)
 
 
@@ -435,7 +726,7 @@ def _chunk_sums(g, scale=1.0):
     """The kernel's partial sums of one array: per chunk of _NORM_CHUNK elements
     in memory order, lane j sums the squares of elements j, j+16, ... (each
     multiplied by `scale` first) in order, then the lanes are added in order."""
-    x = np.ravel(g, order="K").astype(np.float64) * scale
+    x = np.ravel(widen_any(g), order="K").astype(np.float64) * scale
     n = x.size
     if n == 0:
         return np.zeros(0)
@@ -472,7 +763,7 @@ def _group_norm(gradients):
     in double, in fixed chunks; where float64 squares overflow or underflow, the
     sum again with every element scaled by a power of two that brings the
     largest to [0.5, 1)."""
-    finite = all(bool(np.isfinite(g).all()) for g in gradients)
+    finite = all(bool(np.isfinite(widen_any(g)).all()) for g in gradients)
     total = _sum_of_squares(gradients)
     if finite and any(g.dtype == np.float64 for g in gradients) and \
             (total == math.inf or total < _NORM_TINY):
