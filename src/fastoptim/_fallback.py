@@ -815,12 +815,12 @@ class Stepper:
 
     _compiled = False  # every step is _step_numpy
 
-    def _bind(self, rule, keys, rows):
+    def _bind(self, rule, keys, rows, unsigned=()):
         """The compiled backend gathers pointers here; nothing to do."""
 
     def _unbind(self):
         """The compiled backend drops its pointers here; nothing to do."""
 
     def _configure(self, hyper, flags, decay, weight_decay, max_norm, skip, maximize,
-                   ema_decay=0.0, ema_warmup=False):
+                   ema_decay=0.0, ema_warmup=False, rounding=ROUND_NEAREST, seed=0):
         """The compiled backend copies the settings here; nothing to do."""

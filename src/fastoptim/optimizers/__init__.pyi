@@ -52,13 +52,27 @@ class Optimizer:
     def ema(self) -> _Arrays | None: ...
     @property
     def gradient_accumulation_steps(self) -> int: ...
+    @property
+    def state_bits(self) -> int: ...
+    @property
+    def min_8bit_size(self) -> int: ...
+    @property
+    def kahan_summation(self) -> bool: ...
+    @property
+    def stochastic_rounding(self) -> bool: ...
+    @property
+    def seed(self) -> int: ...
+    @seed.setter
+    def seed(self, value: int) -> None: ...
 
 class GD(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
 
 class SGD(Optimizer):
@@ -67,7 +81,9 @@ class SGD(Optimizer):
         dampening: float = 0.0, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         nesterov: bool = False, maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     dampening: float
@@ -85,7 +101,9 @@ class Adagrad(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     lr_decay: float
     epsilon: float
@@ -102,7 +120,9 @@ class Adam(Optimizer):
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -122,7 +142,9 @@ class Adamax(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -139,7 +161,9 @@ class Lion(Optimizer):
         beta2: float = 0.99, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -154,7 +178,9 @@ class Momentum(Optimizer):
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta: float = 0.9,
         nesterov: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta: float
     nesterov: bool
@@ -167,7 +193,9 @@ class NAdam(Optimizer):
         decoupled_weight_decay: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -189,7 +217,9 @@ class RAdam(Optimizer):
         weight_decay_mask: _Mask = None, decoupled_weight_decay: bool = False,
         maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -208,7 +238,9 @@ class RMSprop(Optimizer):
         weight_decay_mask: _Mask = None, centered: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     alpha: float
     epsilon: float
@@ -228,7 +260,9 @@ class AdamW(Adam):
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
