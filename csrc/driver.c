@@ -692,6 +692,8 @@ static void fceiling_range(const void *v, size_t i, size_t lo, size_t hi)
     rw[nrw] = c->x[FO_SLOT_P * k + i];
     size[nrw++] = format_size(f->p);
     for (int j = 0; j < c->nstates && j < FO_MAX_STATES; j++) {
+        if (!c->x[(FO_SLOT_STATE + j) * k + i])
+            continue;
         float *am = c->x[(FO_SLOT_ABSMAX + j) * k + i];
         const int q8 = is_q8(f->state[j]) && am;
         rw[nrw] = c->x[(FO_SLOT_STATE + j) * k + i];
@@ -782,17 +784,25 @@ static int qmap_build(fo_qmap *q, int is_signed)
     }
     int j = 0;
     for (uint32_t key = 0; key < FO_Q8_KEYS; key++) {
-        uint32_t lo_bits = (FO_Q8_KEY0 + key) << 16, hi_bits = lo_bits + 0x10000u;
+        const uint32_t lo_bits = (FO_Q8_KEY0 + key) << 16, hi_bits = lo_bits + 0x10000u;
         float lo, hi;
         memcpy(&lo, &lo_bits, sizeof lo);
         memcpy(&hi, &hi_bits, sizeof hi);
         while (q->thr[j] < lo)
             j++;
-        q->base[key] = (uint8_t)j;
-        if (key + 1 < FO_Q8_KEYS && q->thr[j + 1] < hi)  /* two thresholds in a bucket */
-            return 0;
+        uint32_t inside = 0x10000u;
+        if (q->thr[j] < hi) {
+            uint32_t t;
+            memcpy(&t, &q->thr[j], sizeof t);
+            if (q->thr[j + 1] < hi || t >> 16 != lo_bits >> 16)  /* two in one bucket */
+                return 0;
+            inside = t & 0xFFFFu;
+        }
+        q->bucket[key] = (uint32_t)j << 17 | inside;
     }
-    q->base[FO_Q8_KEYS] = q->base[FO_Q8_KEYS + 1] = q->base[FO_Q8_KEYS + 2] = 0;
+    /* below the first key nothing is counted: the first threshold is above it */
+    if (q->thr[0] < 0x1p-23f)
+        return 0;
     return 1;
 }
 

@@ -145,7 +145,7 @@ double fo_norm(int dtype, size_t k, void *const *g, const size_t *n, int *nonfin
  * machine's limit for that update. */
 int fo_ceiling(int dtype, int nstates, size_t k, void *const *x, const size_t *n);
 /* The same for a float32 call with storage formats `f`: p, g and state slots
- * 0..nstates-1 in their formats (8-bit state: the codes and the block maxima),
+ * 0..nstates-1 (NULL ones skipped) in their formats (8-bit state: the codes and the block maxima),
  * the Kahan compensation with FO_ROUND_KAHAN and a float32 EMA when its slot is
  * set, each moved once with trivial arithmetic. */
 int fo_ceiling_formats(const fo_formats *f, int nstates, size_t k, void *const *x,

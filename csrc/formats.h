@@ -13,17 +13,20 @@
  * 256 values in code order, and the nearest code of a value x in [-1, 1]
  * (x = s / absmax) found from its magnitude a = |x|: j = the number of
  * magnitude thresholds <= a, where thr[j] is the smallest float above the
- * midpoint of magnitudes j and j+1 (so a tie goes to the smaller magnitude),
- * from base[key] = the thresholds below the smallest float with a's top 16 bits
- * `key` (each such bucket holds at most one threshold, checked at start-up) and
- * one comparison. Signed map: the code of x is 127 + j, or 127 - min(j, 127)
- * below zero; unsigned map: j (x <= 0: 0). */
+ * midpoint of magnitudes j and j+1 (so a tie goes to the smaller magnitude).
+ * Every float with the same top 16 bits (a "bucket", key = bits >> 16) lies
+ * between the same thresholds but at most one, which then has the bucket's
+ * top bits too (checked at start-up): bucket[key] = (the thresholds below the
+ * bucket) << 17 | (the low 16 bits of the one inside it, or 0x10000), so that
+ * j = (bucket >> 17) + (a's low 16 bits >= bucket & 0x1FFFF): one table read
+ * and one integer comparison. Signed map: the code of x is 127 + j, or
+ * 127 - min(j, 127) below zero; unsigned map: j (x <= 0: 0). */
 #define FO_Q8_KEY0 0x3400u        /* 2^-23: every threshold is above it */
 #define FO_Q8_KEYS 0xB81u         /* keys 0x3400 .. 0x3F80 (1.0) */
 typedef struct {
     float value[256];             /* the map, in code order */
     float thr[257];               /* magnitude thresholds, then +inf */
-    uint8_t base[FO_Q8_KEYS + 3]; /* padded for 4-byte gathers */
+    uint32_t bucket[FO_Q8_KEYS];  /* keys below 0x3400 read 0, above 0x3F80 the last */
     int zero;                     /* the code of 0 */
     int nmag;                     /* magnitudes: 129 (signed) or 256 */
 } fo_qmap;

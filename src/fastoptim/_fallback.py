@@ -404,40 +404,49 @@ def rounding_key(seed, t, stream):
     return _mix64_int(_mix64_int(_mix64_int(seed & _MASK64) ^ (t & _MASK64)) ^ (stream & _MASK64))
 
 
-def random_bits(key, first, n):
-    """The generator's 64 bits for elements first .. first+n-1 of an array:
-    mix(key + j * golden), a counter-based draw (the same for any split)."""
-    j = np.arange(n, dtype=np.uint64) + np.uint64(first)
+def random_bits(key, first, n, bits):
+    """The generator's bits for elements first .. first+n-1 of an array
+    (formats.c's draw16/draw32): word w is mix(key + w * golden), and element j
+    takes the 16-bit piece j % 4 of word j // 4 (bits=16) or the 32-bit piece
+    j % 2 of word j // 2 (bits=32), counting from the low bits: a
+    counter-based draw, the same however the elements are split."""
+    per = 64 // bits
+    w0, w1 = first // per, (first + n + per - 1) // per
     with np.errstate(all="ignore"):
-        return _mix64(np.uint64(key) + j * np.uint64(_GOLDEN))
+        words = _mix64(np.uint64(key) + np.arange(w0, w1, dtype=np.uint64)
+                       * np.uint64(_GOLDEN))
+    pieces = words.astype("<u8").view("<u2" if bits == 16 else "<u4")
+    start = first - w0 * per
+    return pieces[start:start + n].astype(_U32)
 
 
 def narrow_stochastic(x, fmt, key, first=0):
     """float32 to 16-bit bits of x's shape, rounded stochastically (formats.c's
     bf16_sr_grid and f16_sr_grid, then nearest): of the two grid neighbours of
-    |x|, the upper with probability (|x| - lower)/(upper - lower), the draw of
-    element j in x's memory order being random_bits(key, first + j); NaN and
+    |x|, the upper with probability (|x| - lower)/(upper - lower), element j
+    in x's memory order drawing random_bits(key, first + j); NaN and
     magnitudes from the largest finite value up round to nearest."""
     shaped = np.asarray(x, np.float32)
     x = np.ravel(shaped, order="K")
-    r = random_bits(key, first, x.size)
     u = _bits(x)
     a = u & 0x7FFFFFFF
     with np.errstate(all="ignore"):
         if fmt == FMT_BF16:
-            up = np.where((u & 0xFFFF) > (r >> np.uint64(48)).astype(_U32), 0x10000, 0)
-            grid = np.where(a >= 0x7F7F0000, u, (u & 0xFFFF0000) + up.astype(_U32))
+            r16 = random_bits(key, first, x.size, 16)
+            up = np.where((u & 0xFFFF) > r16, _U32(0x10000), _U32(0))
+            grid = np.where(a >= 0x7F7F0000, u, (u & 0xFFFF0000) + up)
         else:
-            ax = a.view(np.float32)
-            normal = a >= 0x38800000
-            lo = np.where(normal, (a & ~_U32(0x1FFF)).view(np.float32),
-                          (ax * np.float32(2.0**24)).astype(np.int32).astype(np.float32)
-                          * np.float32(2.0**-24))
-            gap = np.where(normal, ((a & 0x7F800000) - _U32(10 << 23)).view(np.float32),
+            r32 = random_bits(key, first, x.size, 32)
+            e = a >> 23
+            # |x| truncated to the grid: 13 fraction bits dropped from 2**-14 up,
+            # more below (float16's subnormals), everything below 2**-24
+            drop = np.where(e >= 113, _U32(13), np.where(e >= 103, _U32(126) - e, _U32(0)))
+            lo = np.where(e >= 103, a & (_U32(0xFFFFFFFF) << drop), _U32(0)).view(np.float32)
+            gap = np.where(e >= 113, ((a & 0x7F800000) - _U32(10 << 23)).view(np.float32),
                            np.float32(2.0**-24))
-            draw = (r >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24) * gap
-            mag = np.where(ax - lo > draw, lo + gap, lo)
-            grid = np.where(a >= 0x477FE000, u, _bits(mag) | (u & 0x80000000))
+            draw = (r32 >> 8).astype(np.float32) * np.float32(2.0**-24) * gap
+            up = np.where(a.view(np.float32) - lo > draw, gap, np.float32(0))
+            grid = np.where(a >= 0x477FE000, u, _bits(lo + up) | (u & 0x80000000))
     out = np.empty_like(shaped, dtype=np.uint16)
     np.ravel(out, order="K")[...] = narrow(grid.astype(_U32).view(np.float32), fmt)
     return out
@@ -500,9 +509,10 @@ def nearest_code(x, fmt):
 def q8_encode(x, fmt):
     """Block-wise 8-bit quantization of a float32 vector: per block of
     Q8_BLOCK elements from element 0, absmax = max |x| (NaN when any element
-    is Inf or NaN), each element to the nearest code of x / absmax. A block of
-    zeros or with a non-finite element stores the code of 0 (absmax 0 or NaN).
-    Returns (codes uint8, absmax float32)."""
+    is Inf or NaN), each element to the nearest code of x * (1/absmax) in
+    float32 (x / absmax when absmax is below float32's normal range, where
+    1/absmax overflows). A block of zeros or with a non-finite element stores
+    the code of 0 (absmax 0 or NaN). Returns (codes uint8, absmax float32)."""
     x = np.asarray(x, np.float32).ravel()
     n = x.size
     nb = -(-n // Q8_BLOCK)
@@ -514,7 +524,9 @@ def q8_encode(x, fmt):
     absmax = np.where(largest >= 0x7F800000, _U32(0x7FC00000), largest).astype(_U32)
     absmax = absmax.view(np.float32)
     with np.errstate(all="ignore"):
-        scaled = blocks / np.where(dead, np.float32(1), absmax)[:, None]
+        safe = np.where(dead, np.float32(1), absmax)[:, None]
+        tiny = (largest < 0x00800000)[:, None]
+        scaled = np.where(tiny, blocks / safe, blocks * (np.float32(1) / safe))
     codes = nearest_code(scaled, fmt)
     codes[dead] = _ZERO_CODE[fmt]
     return codes.ravel()[:n], absmax
