@@ -258,6 +258,8 @@ typedef struct {
     double source_scale;
     const fo_formats *fmt;     /* staged: NULL, or the streams' formats */
     int64_t t;
+    const fo_factors *factors;  /* per array, or NULL */
+    const double *factor;       /* a rule with a reduction, apply pass: per array */
 } update_ctx;
 
 /* The slots of array i (x holds FO_NSLOTS * k pointers), each offset to element lo. */
@@ -288,6 +290,9 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
         a.wd = wd;
         a.dec = 1.0 - u->lr * wd;
     }
+    a.factor = u->factor ? u->factor[i] : 0.0;
+    a.factors = u->factors ? &u->factors[i] : NULL;
+    a.start = lo;
     if (u->fmt) {
         staged_range(u, i, lo, hi, &a, flags);
         return;
@@ -311,6 +316,7 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
                                         u->source_stride, u->source_scale);
             xb[FO_SLOT_G] = gradient;
         }
+        a.start = lo + b;
         u->kernel(m, xb, u->coef, &a, flags);
         if (xb[FO_SLOT_EMA])
             kern->ema[u->dtype](m, xb[FO_SLOT_EMA], xb[FO_SLOT_P], u->ema_decay);
@@ -333,8 +339,9 @@ static int is_q8(int f) { return f == FO_FMT_Q8 || f == FO_FMT_Q8_UNSIGNED; }
  * maximum) and then the parameter (rounded as f->rounding says), and the EMA
  * follows the parameter as stored. */
 static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
-                         const fo_array_coef *a, unsigned flags)
+                         const fo_array_coef *array_coef, unsigned flags)
 {
+    fo_array_coef a = *array_coef;
     const fo_formats *f = u->fmt;
     const size_t k = u->k;
     char *const p = u->x[FO_SLOT_P * k + i], *const g = u->x[FO_SLOT_G * k + i];
@@ -383,7 +390,8 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
                               absmax[j][b / FO_Q8_BLOCK], &fo_qmaps[kind[j] == FO_FMT_Q8_UNSIGNED]);
             xb[FO_SLOT_STATE + j] = sbuf[j];
         }
-        u->kernel(m, xb, u->coef, a, flags);
+        a.start = b;
+        u->kernel(m, xb, u->coef, &a, flags);
         for (int j = 0; j < FO_MAX_STATES; j++) {
             if (!state[j] || kind[j] == FO_FMT_NATIVE)
                 continue;
@@ -451,6 +459,147 @@ uint64_t fo_rounding_key(uint64_t seed, int64_t t, uint64_t stream)
     return mix64(mix64(mix64(seed) ^ (uint64_t)t) ^ stream);
 }
 
+/* ---- Rules with a reduction (rules.h, FO_REDUCE_RULES) ----------------------------
+ * Reduce pass: every array is cut into blocks of FO_BLOCK elements from its
+ * start; the kernel runs on one block with FO_REDUCE and writes the block's
+ * FO_MAX_SUMS quantities into buffers on the stack, whose sums of squares
+ * (kern->sumsq: fixed lanes, in double) are the block's partial sums. An
+ * array's sums are its blocks' partial sums added in order, from 0. In
+ * parallel the pool fills the partial sums of a window of REDUCE_WINDOW blocks
+ * (REDUCE_GROUP per pool chunk) into a buffer on the stack, which is then added
+ * in order: the same for any thread count. Then the rule's finish gives each
+ * array its factor, and the apply pass runs as any update (the EMA after it).
+ * Arrays are taken REDUCE_ARRAYS at a time: their pointers, sums and factors
+ * live on the stack (some 13 KiB in all). */
+#define REDUCE_ARRAYS 64
+#define REDUCE_WINDOW 512
+#define REDUCE_GROUP 32
+
+static size_t blocks_of(size_t n) { return (n + FO_BLOCK - 1) / FO_BLOCK; }
+
+/* The reduce pass over elements [lo, hi) of array i, one block: out[j] = the sum
+ * of squares of the kernel's quantity j. */
+static void reduce_block(const update_ctx *u, size_t i, size_t lo, size_t hi, double *out)
+{
+    void *x[FO_NSLOTS];
+    for (size_t j = 0; j < FO_NSLOTS; j++) {
+        char *base = u->x[j * u->k + i];
+        x[j] = base ? base + lo * u->elem_size : NULL;
+    }
+    fo_array_coef a = {u->grad_scale, 1.0, 0.0, 1.0};
+    unsigned flags = u->flags | u->split | FO_REDUCE;
+    if (u->split) {
+        a.grad_scale = u->split_scale[0];
+        a.grad_scale2 = u->split_scale[1];
+    }
+    const double wd = u->weight_decay ? u->weight_decay[i] : 0.0;
+    if (wd != 0.0) {
+        flags |= u->decay;
+        a.wd = wd;
+        a.dec = 1.0 - u->lr * wd;
+    }
+    a.factors = u->factors ? &u->factors[i] : NULL;
+    a.start = lo;
+    double gradient[FO_BLOCK], q[FO_MAX_SUMS][FO_BLOCK];  /* room for either type */
+    if (u->sources > 1) {
+        kern->sum_sources[u->dtype](hi - lo, gradient, x[FO_SLOT_G], u->sources,
+                                    u->source_stride, u->source_scale);
+        x[FO_SLOT_G] = gradient;
+    }
+    for (int j = 0; j < FO_MAX_SUMS; j++)
+        a.sums_of[j] = q[j];
+    u->kernel(hi - lo, x, u->coef, &a, flags);
+    int bad = 0;
+    for (int j = 0; j < FO_MAX_SUMS; j++)
+        kern->sumsq[u->dtype](hi - lo, q[j], 1.0, &out[j], &bad);
+}
+
+/* A pool job: blocks [b0, b1) of the arrays, numbered in order. */
+typedef struct {
+    const update_ctx *u;
+    const size_t *n;
+    size_t b0, b1;
+    double *part;    /* part[(b - b0) * FO_MAX_SUMS + j] */
+} reduce_job;
+
+static void reduce_share(const void *x, size_t pc, size_t local[2])
+{
+    const reduce_job *j = x;
+    const size_t lo = j->b0 + pc * REDUCE_GROUP;
+    const size_t hi = j->b1 - lo < REDUCE_GROUP ? j->b1 : lo + REDUCE_GROUP;
+    /* local = (i, base): the first array that can hold block lo, its first block */
+    size_t i = local[0], base = local[1];
+    while (base + blocks_of(j->n[i]) <= lo)
+        base += blocks_of(j->n[i++]);
+    local[0] = i;
+    local[1] = base;
+    for (size_t b = lo; b < hi; b++) {
+        while (b >= base + blocks_of(j->n[i]))
+            base += blocks_of(j->n[i++]);
+        const size_t off = (b - base) * FO_BLOCK;
+        const size_t end = j->n[i] - off < FO_BLOCK ? j->n[i] : off + FO_BLOCK;
+        reduce_block(j->u, i, off, end, j->part + (b - j->b0) * FO_MAX_SUMS);
+    }
+}
+
+/* Both passes over arrays [0, k) of `whole`, REDUCE_ARRAYS at a time. */
+static void update_reduced(const update_ctx *whole, const size_t *n, fo_finish_fn finish)
+{
+    for (size_t g0 = 0; g0 < whole->k; g0 += REDUCE_ARRAYS) {
+        const size_t kg = whole->k - g0 < REDUCE_ARRAYS ? whole->k - g0 : REDUCE_ARRAYS;
+        void *x[FO_NSLOTS * REDUCE_ARRAYS];
+        size_t ng[REDUCE_ARRAYS], blocks = 0, total = 0;
+        double sums[REDUCE_ARRAYS][FO_MAX_SUMS], factor[REDUCE_ARRAYS];
+        for (size_t s = 0; s < FO_NSLOTS; s++)
+            for (size_t i = 0; i < kg; i++)
+                x[s * kg + i] = whole->x[s * whole->k + g0 + i];
+        for (size_t i = 0; i < kg; i++) {
+            ng[i] = n[g0 + i];
+            blocks += blocks_of(ng[i]);
+            total += ng[i];
+            for (int j = 0; j < FO_MAX_SUMS; j++)
+                sums[i][j] = 0.0;
+        }
+        update_ctx u = *whole;
+        u.k = kg;
+        u.x = x;
+        u.weight_decay = whole->weight_decay ? whole->weight_decay + g0 : NULL;
+        u.factors = whole->factors ? whole->factors + g0 : NULL;
+
+        int mark;
+        const int nt = threads_for(total, u.elem_size, &mark);
+        double out[FO_MAX_SUMS];
+        if (nt > 1) {
+            double part[REDUCE_WINDOW * FO_MAX_SUMS];
+            reduce_job j = {&u, ng, 0, 0, part};
+            size_t i = 0, base = 0;  /* the array of block b, and its first block */
+            for (; j.b0 < blocks; j.b0 = j.b1) {
+                j.b1 = blocks - j.b0 < REDUCE_WINDOW ? blocks : j.b0 + REDUCE_WINDOW;
+                fo_pool_run(nt, (j.b1 - j.b0 + REDUCE_GROUP - 1) / REDUCE_GROUP, reduce_share, &j);
+                for (size_t b = j.b0; b < j.b1; b++) {
+                    while (b >= base + blocks_of(ng[i]))
+                        base += blocks_of(ng[i++]);
+                    for (int s = 0; s < FO_MAX_SUMS; s++)
+                        sums[i][s] += part[(b - j.b0) * FO_MAX_SUMS + s];
+                }
+            }
+        } else {
+            for (size_t i = 0; i < kg; i++)
+                for (size_t off = 0; off < ng[i]; off += FO_BLOCK) {
+                    reduce_block(&u, i, off, ng[i] - off < FO_BLOCK ? ng[i] : off + FO_BLOCK, out);
+                    for (int s = 0; s < FO_MAX_SUMS; s++)
+                        sums[i][s] += out[s];
+                }
+        }
+        if (mark)
+            fo_pool_call_ended();
+        for (size_t i = 0; i < kg; i++)
+            factor[i] = ng[i] ? finish(u.coef, ng[i], sums[i]) : 0.0;
+        u.factor = factor;
+        run(kg, ng, u.elem_size, 1, update_range, &u);
+    }
+}
+
 static const char *const rule_info[][5] = {
 #define FO_INFO(ID, name, states, hyper, flags, scalars, decay) \
     {#name, states, hyper, flags, scalars},
@@ -508,6 +657,10 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
     const fo_formats *f = s->formats;
     if (f && (dtype != FO_F32 || !formats_valid(f, s->sources)))
         return -1;
+    /* Storage formats are staged for elementwise rules only: a rule with a
+     * reduction or a factored state takes its streams in the call's dtype. */
+    if (f && (kern->finish[rule][dtype] || s->factors))
+        return -1;
     if (f && formats_q8(f) && !qmaps_init())
         return -1;
     fo_coef coef;
@@ -519,7 +672,11 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
                     s->ema_decay, s->sources, s->source_stride, s->source_scale, f, s->t};
     if (split_scale(s->grad_scale, dtype, u.split_scale))
         u.split = FO_SCALE_SPLIT;
-    run(k, n, u.elem_size, f && formats_q8(f) ? FO_Q8_BLOCK : 1, update_range, &u);
+    u.factors = s->factors;
+    if (kern->finish[rule][dtype])
+        update_reduced(&u, n, kern->finish[rule][dtype]);
+    else
+        run(k, n, u.elem_size, f && formats_q8(f) ? FO_Q8_BLOCK : 1, update_range, &u);
     return 0;
 }
 

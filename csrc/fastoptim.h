@@ -54,6 +54,16 @@ const char *fo_kernel_flags(void);
 
 struct fo_formats;  /* below */
 
+/* A factored state of one array (Adafactor's second moment, Shazeer & Stern
+ * 2018): the array, in memory order, is n / (rows*cols) matrices of rows x
+ * cols; `row` holds one value per row (row r of matrix b at b*rows + r), `col`
+ * one per column (column c of matrix b at b*cols + c), `per` one per matrix;
+ * vectors of the array's element type. row == NULL: the array is not factored. */
+typedef struct {
+    const void *row, *col, *per;
+    size_t rows, cols;
+} fo_factors;
+
 /* One step of a rule. */
 typedef struct {
     int64_t t;                       /* this step's number, from 1 */
@@ -74,6 +84,7 @@ typedef struct {
                                         parallelism: every rank's slice, in rank order) */
     size_t source_stride;
     double source_scale;
+    const fo_factors *factors;       /* per array, or NULL (rules that use them) */
     const struct fo_formats *formats;  /* NULL: every stream in the call's dtype */
 } fo_step;
 

@@ -4,6 +4,7 @@
  *   -fno-math-errno   lets sqrt vectorize (else a libm call per element);
  *   -ffp-contract=off no fused multiply-add, so every level gives bitwise the
  *                     same results as the others and as the NumPy fallback. */
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -31,29 +32,35 @@
 #define FO_SQRT sqrtf
 #define FO_FABS fabsf
 #define FO_L2_SUM(g, wd, p) ((float)((double)(g) + (double)(wd) * (double)(p)))
+#define FO_EPSILON FLT_EPSILON
 #include "kernels.inc"
 #undef T
 #undef SFX
 #undef FO_SQRT
 #undef FO_FABS
 #undef FO_L2_SUM
+#undef FO_EPSILON
 
 #define T double
 #define SFX f64
 #define FO_SQRT sqrt
 #define FO_FABS fabs
 #define FO_L2_SUM(g, wd, p) ((g) + (wd) * (p))
+#define FO_EPSILON DBL_EPSILON
 #include "kernels.inc"
 #undef T
 #undef SFX
 #undef FO_SQRT
 #undef FO_FABS
+#undef FO_EPSILON
 
 #define FO_ENTRY(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_prepare_f32), FO_FN(name##_prepare_f64)},
 #define FO_KERNEL(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_f32), FO_FN(name##_f64)},
+#define FO_FINISH(ID, name) [FO_RULE_##ID] = {FO_FN(name##_finish_f32), FO_FN(name##_finish_f64)},
 const fo_kernels FO_CAT(fo_kernels, FO_ISA) = {
     .prepare = {FO_RULES(FO_ENTRY)},
     .kernel = {FO_RULES(FO_KERNEL)},
+    .finish = {FO_REDUCE_RULES(FO_FINISH)},
     .sumsq = {FO_FN(sumsq_f32), FO_FN(sumsq_f64)},
     .maxabs = {FO_FN(maxabs_f32), FO_FN(maxabs_f64)},
     .ema = {FO_FN(ema_f32), FO_FN(ema_f64)},

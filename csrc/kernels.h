@@ -9,8 +9,18 @@
 
 /* Per array: the gradient's scale (clipping, maximize; in two factors with
  * FO_SCALE_SPLIT) and the array's weight decay wd with dec = 1 - lr*wd; the
- * kernel rounds them to its element type. */
-typedef struct { double grad_scale, grad_scale2, wd, dec; } fo_array_coef;
+ * kernel rounds them to its element type. A rule with a reduction (rules.h,
+ * FO_REDUCE_RULES) also gets, in its reduce pass, where to write the
+ * quantities whose squares are summed (`sums_of`, blocks of at most FO_BLOCK
+ * elements), and in its apply pass the array's `factor`. A factored rule gets
+ * the array's fo_factors and `start`, the range's first element in the array. */
+typedef struct {
+    double grad_scale, grad_scale2, wd, dec;
+    double factor;
+    void *sums_of[FO_MAX_SUMS];
+    const fo_factors *factors;
+    size_t start;
+} fo_array_coef;
 
 /* A rule's per-call scalars, prepared once per call in double and rounded to
  * the element type, live in a buffer of this size. */
@@ -25,6 +35,9 @@ typedef struct { double d[16]; } fo_coef;
 typedef unsigned (*fo_prepare_fn)(fo_step *s, fo_coef *coef);
 typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
                              const fo_array_coef *a, unsigned flags);
+/* finish (rules with a reduction): an array's factor, in double, from its size
+ * and the sums of squares of its reduce pass. */
+typedef double (*fo_finish_fn)(const fo_coef *coef, size_t n, const double *sums);
 
 /* Elements per block when the driver runs a range in blocks: the gradient of
  * several sources summed into a buffer on the stack, the EMA updated right
@@ -39,6 +52,7 @@ typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
 typedef struct {
     fo_prepare_fn prepare[FO_NUM_RULES][2];   /* [rule][dtype] */
     fo_kernel_fn kernel[FO_NUM_RULES][2];
+    fo_finish_fn finish[FO_NUM_RULES][2];     /* NULL: no reduction */
     void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
     double (*maxabs[2])(size_t n, const void *g);
     void (*ema[2])(size_t n, void *ema, const void *p, double decay);

@@ -27,3 +27,5 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 
 nitpicky = True
+# no intersphinx: the standard library's classes in annotations have no target
+nitpick_ignore = [("py:class", "contextlib.AbstractContextManager")]

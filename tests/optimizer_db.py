@@ -25,6 +25,7 @@ BAD_BETA = (1.0, -0.1, np.nan, "0.9")
 BAD_NONNEG = (-0.1, np.inf, np.nan, "0.1")
 BAD_EPS = (-1e-8, np.nan, "1e-8")
 BAD_FLAG = ("yes", 2, None)
+BAD_STEPS = (-1, 1.5, "3", 2**60)
 # Scalars every optimizer's state dict has.
 COMMON_BAD = {
     "t": (-1, 1.5, "3", np.nan),
@@ -122,6 +123,48 @@ INFOS = (
                    "beta2": (0.9, 0.99), "weight_decay": (0.5, 0.1),
                    "maximize": (True, False)},
                   {"beta1": BAD_BETA, "beta2": BAD_BETA, "weight_decay": BAD_NONNEG}),
+    # the average's weights depend on weight_lr_power only while the rate warms up
+    OptimizerInfo("ScheduleFreeAdamW", {"weight_decay": 0.01, "warmup_steps": 2},
+                  {"learning_rate": (0.02, 0.005), "beta1": (0.5, 0.9), "beta2": (0.9, 0.999),
+                   "epsilon": (1e-3, 1e-8), "weight_decay": (0.1, 0.01),
+                   "warmup_steps": (3, 0), "r": (1.0, 0.0),
+                   "weight_lr_power": (1.0, 2.0, {"warmup_steps": 3}),
+                   "maximize": (True, False)},
+                  {"beta1": BAD_BETA + (0.0,), "beta2": BAD_BETA, "epsilon": BAD_EPS,
+                   "weight_decay": BAD_NONNEG, "warmup_steps": BAD_STEPS, "r": BAD_NONNEG,
+                   "weight_lr_power": BAD_NONNEG, "weight_sum": BAD_NONNEG,
+                   "lr_max": BAD_NONNEG, "eval_mode": BAD_FLAG}),
+    OptimizerInfo("ScheduleFreeSGD", {"weight_decay": 0.01, "warmup_steps": 2,
+                                      "learning_rate": 0.1},
+                  {"learning_rate": (0.2, 0.05), "momentum": (0.5, 0.9),
+                   "weight_decay": (0.1, 0.01), "warmup_steps": (3, 0), "r": (1.0, 0.0),
+                   "weight_lr_power": (1.0, 2.0, {"warmup_steps": 3}),
+                   "maximize": (True, False)},
+                  {"momentum": BAD_BETA + (0.0,), "weight_decay": BAD_NONNEG,
+                   "warmup_steps": BAD_STEPS, "r": BAD_NONNEG, "weight_lr_power": BAD_NONNEG,
+                   "weight_sum": BAD_NONNEG, "lr_max": BAD_NONNEG, "eval_mode": BAD_FLAG}),
+    _adam_like("LAMB", {"weight_decay": 0.01}, settings={"maximize": (True, False)},
+               bad_scalars={"maximize": BAD_FLAG}),
+    # epsilon1 and d change a run only where they bind: 1.0 and 0.5 of O(1) gradients
+    OptimizerInfo("Adafactor", {"weight_decay": 0.01},
+                  {"learning_rate": (0.02, 0.005), "beta2_decay": (-0.5, -0.8),
+                   "epsilon1": (1.0, None), "epsilon2": (2.0, 1e-3), "d": (1.0, 1e6),
+                   "weight_decay": (0.1, 0.01), "maximize": (True, False)},
+                  {"beta2_decay": (0.1, np.nan, np.inf, "-0.8"), "epsilon1": BAD_EPS,
+                   "epsilon2": BAD_EPS, "d": (0.5, np.inf, np.nan, "1"),
+                   "weight_decay": BAD_NONNEG}),
+    OptimizerInfo("Muon", {"weight_decay": 0.01, "match_rms_adamw": True,
+                           "learning_rate": 0.02},
+                  {"learning_rate": (0.02, 0.005), "momentum": (0.5, 0.95),
+                   "ns_steps": (3, 5), "ns_epsilon": (1e3, 1e-7),
+                   "adamw_beta1": (0.5, 0.9), "adamw_beta2": (0.9, 0.999),
+                   "adamw_epsilon": (1e-3, 1e-8), "nesterov": (False, True),
+                   "match_rms_adamw": (True, False), "weight_decay": (0.5, 0.1),
+                   "maximize": (True, False)},
+                  {"momentum": BAD_BETA, "ns_steps": (-1, 100, 1.5, "5"),
+                   "ns_epsilon": BAD_EPS, "adamw_beta1": BAD_BETA, "adamw_beta2": BAD_BETA,
+                   "adamw_epsilon": BAD_EPS, "weight_decay": BAD_NONNEG,
+                   "nesterov": BAD_FLAG, "match_rms_adamw": BAD_FLAG}),
 )
 
 BY_NAME = {info.name: info for info in INFOS}
@@ -397,6 +440,73 @@ def _cases():
     lion("Lion-betas-maximize", beta1=0.5, beta2=0.9, maximize=True)
     lion("Lion-mask-clip", wd=0.5, mask=no_bias_decay, clip=0.5)
     lion("Lion-per-key", wd={"W1": 0.5, "b1": 0.0, "W2": 1.0, "b2": 0.1})
+
+    def schedule_free(id, cls, lr, wd=0.0, warmup=0, r=0.0, power=2.0, maximize=False,
+                      clip=None, **more):
+        kw = dict(learning_rate=lr, weight_decay=wd, warmup_steps=warmup, r=r,
+                  weight_lr_power=power, maximize=maximize, **more)
+        h = dict(lr=lr, weight_decay=wd, warmup=warmup, r=r, weight_lr_power=power,
+                 maximize=maximize, beta1=0.9, beta2=0.999, eps=1e-8, momentum=0.9)
+        h.update({"beta1" if k == "beta1" else k: v for k, v in more.items()})
+        rule = "schedule_free_adamw" if cls == "ScheduleFreeAdamW" else "schedule_free_sgd"
+        c.append(Case(id, cls, kw, None, None, rule, h, (), clip))
+
+    schedule_free("ScheduleFreeAdamW", "ScheduleFreeAdamW", 0.01)
+    schedule_free("ScheduleFreeAdamW-wd-warmup", "ScheduleFreeAdamW", 0.01, wd=0.1, warmup=5)
+    schedule_free("ScheduleFreeAdamW-r-power-maximize", "ScheduleFreeAdamW", 0.01, r=1.0,
+                  power=0.0, maximize=True, beta1=0.8)
+    schedule_free("ScheduleFreeAdamW-per-key-clip", "ScheduleFreeAdamW", 0.01, wd=WD_PER_KEY,
+                  warmup=3, clip=0.5)
+    schedule_free("ScheduleFreeSGD", "ScheduleFreeSGD", 0.1)
+    schedule_free("ScheduleFreeSGD-wd-warmup", "ScheduleFreeSGD", 0.1, wd=0.1, warmup=5)
+    schedule_free("ScheduleFreeSGD-momentum-r-maximize", "ScheduleFreeSGD", 0.1, r=0.5,
+                  maximize=True, momentum=0.5)
+    schedule_free("ScheduleFreeSGD-per-key-clip", "ScheduleFreeSGD", 0.1, wd=WD_PER_KEY,
+                  warmup=3, clip=0.5)
+
+    def lamb(id, lr=0.01, wd=0.01, maximize=False, mask=None, clip=None, eps=1e-6):
+        kw = dict(learning_rate=lr, weight_decay=wd, maximize=maximize, epsilon=eps)
+        if mask is not None:
+            kw["weight_decay_mask"] = mask
+        h = dict(lr=lr, beta1=0.9, beta2=0.999, eps=eps, weight_decay=wd, maximize=maximize)
+        c.append(Case(id, "LAMB", kw, None, None, "lamb", h, (), clip))
+
+    lamb("LAMB")
+    lamb("LAMB-no-decay", wd=0.0, eps=1e-3)
+    lamb("LAMB-per-key-maximize", wd=WD_PER_KEY, maximize=True)
+    lamb("LAMB-mask-clip", wd=0.1, mask=no_bias_decay, clip=0.5)
+
+    def adafactor(id, lr=0.01, wd=0.0, decay=-0.8, eps1=None, eps2=1e-3, d=1.0,
+                  maximize=False, clip=None):
+        kw = dict(learning_rate=lr, weight_decay=wd, beta2_decay=decay, epsilon1=eps1,
+                  epsilon2=eps2, d=d, maximize=maximize)
+        tk = dict(lr=lr, beta2_decay=decay, eps=(eps1, eps2), d=d, maximize=maximize)
+        h = dict(lr=lr, weight_decay=wd, beta2_decay=decay, eps1=eps1, eps2=eps2, d=d,
+                 maximize=maximize)
+        states = (("row_var", "row_var"), ("col_var", "col_var"))
+        c.append(Case(id, "Adafactor", kw, "Adafactor", tk, "adafactor", h, states, clip))
+
+    adafactor("Adafactor")
+    adafactor("Adafactor-wd", wd=0.1)
+    adafactor("Adafactor-eps-maximize", decay=-0.5, eps1=1e-3, eps2=2.0,
+              maximize=True)
+    adafactor("Adafactor-per-key-clip", wd=WD_PER_KEY, clip=0.5)
+
+    def muon(id, lr=0.02, wd=0.1, nesterov=True, match=False, mask=None, maximize=False,
+             clip=None, mu=0.95):
+        kw = dict(learning_rate=lr, weight_decay=wd, nesterov=nesterov, match_rms_adamw=match,
+                  maximize=maximize, momentum=mu)
+        if mask is not None:
+            kw["muon_mask"] = mask
+        h = dict(lr=lr, weight_decay=wd, nesterov=nesterov, match=match, maximize=maximize,
+                 momentum=mu, ns_steps=5, ns_eps=1e-7, beta1=0.9, beta2=0.999, eps=1e-8,
+                 muon=mask if mask is not None else (lambda k: k.startswith("W")))
+        c.append(Case(id, "Muon", kw, None, None, "muon", h, (), clip))
+
+    muon("Muon")
+    muon("Muon-plain-momentum-match-rms", nesterov=False, match=True, mu=0.9)
+    muon("Muon-mask-maximize", mask=lambda k: k == "W1", maximize=True)
+    muon("Muon-per-key-clip", wd=WD_PER_KEY, clip=0.5)
     return c
 
 
@@ -418,6 +528,8 @@ class Reference:
         self.state = {k: {} for k in params}
         self.t = 0
         self.mu_product = 1.0
+        self.dtype = next(iter(params.values())).dtype if params else np.float64
+        self.weight_sum, self.lr_max = 0.0, -1.0  # Schedule-Free's, as the reference
         if self.rule == "adagrad":
             for k, a in self.p.items():
                 self.state[k]["sum"] = np.full_like(a, self.h["init"])
@@ -430,6 +542,8 @@ class Reference:
             coef = self.clip / (total + 1e-6)
             if coef < 1.0:
                 g = {k: x * coef for k, x in g.items()}
+        if self.rule.startswith("schedule_free"):
+            self.sf = self._schedule_free_weights()
         for k in self.p:
             getattr(self, self.rule)(k, g[k], self.state[k])
         if self.rule == "nadam":
@@ -551,3 +665,126 @@ class Reference:
         c = h["beta1"] * m + (1 - h["beta1"]) * g
         self.p[k] = self.p[k] - h["lr"] * (np.sign(c) + self.wd[k] * self.p[k])
         st["m"] = h["beta2"] * m + (1 - h["beta2"]) * g
+
+    # --- Schedule-Free (facebookresearch/schedule_free: adamw_schedulefree.py,
+    # sgd_schedulefree.py), the step's scalars then each parameter -------------------
+
+    def _schedule_free_weights(self):
+        h, k = self.h, self.t - 1
+        sched = (k + 1) / h["warmup"] if k < h["warmup"] else 1.0
+        lr = h["lr"] * sched
+        self.lr_max = max(lr, self.lr_max)
+        weight = ((k + 1) ** h["r"]) * (self.lr_max ** h["weight_lr_power"])
+        self.weight_sum = self.weight_sum + weight
+        try:
+            ckp1 = weight / self.weight_sum
+        except ZeroDivisionError:
+            ckp1 = 0
+        return lr, ckp1
+
+    @staticmethod
+    def _lerp(a, b, w):  # torch.lerp
+        return a + w * (b - a) if abs(w) < 0.5 else b - (b - a) * (1 - w)
+
+    def schedule_free_adamw(self, k, g, st):
+        h, (lr, ckp1) = self.h, self.sf
+        if h["maximize"]:
+            g = -g
+        y = self.p[k]
+        z = st.setdefault("z", y.copy())
+        exp_avg_sq = st["s"] = h["beta2"] * st.get("s", 0.0) + (1 - h["beta2"]) * g * g
+        denom = np.sqrt(exp_avg_sq / (1 - h["beta2"] ** self.t)) + h["eps"]
+        grad_normalized = g / denom + self.wd[k] * y  # weight decay at y
+        y = self._lerp(y, z, ckp1)
+        y = y + lr * (h["beta1"] * (1 - ckp1) - 1) * grad_normalized
+        st["z"] = z - lr * grad_normalized
+        self.p[k] = y
+
+    def schedule_free_sgd(self, k, g, st):
+        h, (lr, ckp1) = self.h, self.sf
+        g = self._grad(k, g)  # weight decay as L2, at y
+        y = self.p[k]
+        z = st.setdefault("z", y.copy())
+        y = self._lerp(y, z, ckp1)
+        y = y + lr * (h["momentum"] * (1 - ckp1) - 1) * g
+        st["z"] = z - lr * g
+        self.p[k] = y
+
+    def eval_point(self, k):
+        """The reference's eval(): x = (y - (1 - beta)*z) / beta."""
+        b = self.h["beta1"] if self.rule == "schedule_free_adamw" else self.h["momentum"]
+        return (self.p[k] - (1 - b) * self.state[k]["z"]) / b
+
+    # --- LAMB (You et al. 2020, Algorithm 2, phi the identity), per layer ----------------
+
+    def lamb(self, k, g, st):
+        h, t = self.h, self.t
+        if h["maximize"]:
+            g = -g
+        x = self.p[k]
+        m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+        v = st["v"] = h["beta2"] * st.get("v", 0.0) + (1 - h["beta2"]) * g * g
+        m_hat, v_hat = m / (1 - h["beta1"] ** t), v / (1 - h["beta2"] ** t)
+        r = m_hat / (np.sqrt(v_hat) + h["eps"])
+        u = r + self.wd[k] * x
+        x_norm, u_norm = np.linalg.norm(x), np.linalg.norm(u)
+        ratio = x_norm / u_norm if x_norm > 0 and u_norm > 0 else 1.0
+        self.p[k] = x - h["lr"] * ratio * u
+
+    # --- Adafactor (Shazeer & Stern 2018, as torch.optim.Adafactor documents it) ---------
+
+    def adafactor(self, k, g, st):
+        h, t = self.h, float(self.t)
+        if h["maximize"]:
+            g = -g
+        eps1 = np.finfo(self.dtype).eps if h["eps1"] is None else h["eps1"]
+        w = t ** h["beta2_decay"]  # the weight of the new statistics (1 - beta2_t)
+        rho = min(h["lr"], 1 / np.sqrt(t))
+        x = self.p[k]
+        alpha = max(h["eps2"], np.sqrt(np.mean(x * x))) * rho
+        x = x * (1 - h["lr"] * self.wd[k])
+        if g.ndim > 1:
+            R = st["R"] = (1 - w) * st.get("R", 0.0) + w * np.mean(
+                g * g, axis=-1, keepdims=True)
+            C = st["C"] = (1 - w) * st.get("C", 0.0) + w * np.mean(
+                g * g, axis=-2, keepdims=True)
+            V = R * C / np.maximum(np.mean(R, axis=-2, keepdims=True), eps1)
+        else:
+            V = st["V"] = (1 - w) * st.get("V", 0.0) + w * g * g
+        U = g / np.maximum(np.sqrt(V), eps1)
+        U_hat = U / max(1.0, np.sqrt(np.mean(U * U)) / h["d"])
+        self.p[k] = x - alpha * U_hat
+
+    # --- Muon (Jordan et al. 2024, as torch.optim.Muon) for the matrices it takes,
+    # AdamW (Loshchilov & Hutter 2019) for the others -------------------------------
+
+    @staticmethod
+    def newton_schulz(G, steps, eps):
+        a, b, c = 3.4445, -4.7750, 2.0315
+        X = G / max(np.linalg.norm(G), eps)
+        if G.shape[0] > G.shape[1]:
+            X = X.T
+        for _ in range(steps):
+            A = X @ X.T
+            X = a * X + (b * A + c * A @ A) @ X
+        return X.T if G.shape[0] > G.shape[1] else X
+
+    def muon(self, k, g, st):
+        h = self.h
+        if h["maximize"]:
+            g = -g
+        x = self.p[k]
+        if not h["muon"](k):  # AdamW
+            x = x * (1 - h["lr"] * self.wd[k])
+            m = st["m"] = h["beta1"] * st.get("m", 0.0) + (1 - h["beta1"]) * g
+            v = st["v"] = h["beta2"] * st.get("v", 0.0) + (1 - h["beta2"]) * g * g
+            m_hat, v_hat = m / (1 - h["beta1"] ** self.t), v / (1 - h["beta2"] ** self.t)
+            self.p[k] = x - h["lr"] * m_hat / (np.sqrt(v_hat) + h["eps"])
+            return
+        mu = h["momentum"]
+        B = st["B"] = mu * st.get("B", 0.0) + (1 - mu) * g
+        u = (1 - mu) * g + mu * B if h["nesterov"] else B
+        A_, B_ = x.shape[0], x.size // x.shape[0]
+        O = self.newton_schulz(u.reshape(A_, B_), h["ns_steps"], h["ns_eps"]).reshape(x.shape)
+        scale = 0.2 * np.sqrt(max(A_, B_)) if h["match"] else np.sqrt(max(1, A_ / B_))
+        self.p[k] = x * (1 - h["lr"] * self.wd[k]) - h["lr"] * scale * O

@@ -110,3 +110,23 @@ def test_thread_count_follows_set_num_threads_and_threadpoolctl():
         assert fastoptim.get_num_threads() == default
     finally:
         fastoptim.set_num_threads(None)
+
+
+def test_an_extension_that_cannot_load_is_reported_not_silent():
+    """Without FASTOPTIM_REQUIRE_EXT the NumPy fallback takes over, with a
+    RuntimeWarning that gives the reason, also in show_config(); with it, an
+    ImportError. (Simulated: the module made unimportable before fastoptim loads.)"""
+    code = ("import sys; sys.modules['fastoptim._core'] = None\n"
+            "import warnings; warnings.simplefilter('always')\n"
+            "import fastoptim\n"
+            "print(fastoptim.BACKEND); print(fastoptim._config.config()['why_not_compiled'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FASTOPTIM_BACKEND", "FASTOPTIM_REQUIRE_EXT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    backend, why = out.stdout.splitlines()
+    assert backend == "numpy" and "could not be imported" in why
+    assert "RuntimeWarning" in out.stderr and "10-150x slower" in out.stderr
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "FASTOPTIM_REQUIRE_EXT": "1"},
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "FASTOPTIM_REQUIRE_EXT" in out.stderr

@@ -439,8 +439,8 @@ def _family_call(data, name):
     t = d(st.sampled_from([1, 2, 7, 10**6, 2**31 + 1]), "t")
     gs = d(st.sampled_from([1.0, -1.0, 0.25]), "grad_scale")
     rule = F.RULES[name]
-    decay = d(st.sampled_from([x for x in (F.DECAY_L2, F.DECAY_DECOUPLED) if x & rule.decay]),
-              "decay style")
+    decay = d(st.sampled_from([x for x in (F.DECAY_L2, F.DECAY_DECOUPLED, F.DECAY_UPDATE)
+                               if x & rule.decay]), "decay style")
     flags = d(st.sampled_from(rule.valid_flags), "flags")
     hyper = []
     for h, kind in zip(rule.hyper, rule.hyper_kinds):
@@ -452,7 +452,8 @@ def _family_call(data, name):
             hyper.append(d(beta, h))
         else:
             hyper.append(d(st.sampled_from([0.0, 0.004, 0.1]), h))
-    scalars = tuple(d(st.sampled_from([1.0, 0.5, 0.9**7]), sc) for sc in rule.scalars)
+    scalars = tuple(d(st.sampled_from([1.0, 0.5, 0.9**7, 0.0]) if sc != "mu_product"
+                      else st.sampled_from([1.0, 0.5, 0.9**7]), sc) for sc in rule.scalars)
     if name == "sgd" and flags & F.SGD_NESTEROV:
         hyper[1] = 0.0
     present = tuple(not need or bool(flags & need) for need in rule.state_flags)
@@ -466,7 +467,8 @@ def _family_call(data, name):
     return names, call
 
 
-FAMILY = ["sgd", "adam", "nadam", "radam", "adamax", "adagrad", "rmsprop", "lion", "grad_norm"]
+FAMILY = ["sgd", "adam", "nadam", "radam", "adamax", "adagrad", "rmsprop", "lion",
+          "schedule_free_adamw", "schedule_free_sgd", "lamb", "adafactor", "grad_norm"]
 
 
 @once
@@ -487,7 +489,7 @@ def test_family_backends_agree_bitwise(name, data):
     for i in range(nkeys):
         shape = data.draw(shapes(), label=f"shape W{i}")
         for r in roles:
-            nonneg = r in ("s", "max_s", "exp_inf", "sum", "square_avg")
+            nonneg = r in ("s", "max_s", "exp_inf", "sum", "square_avg", "variance")
             raw[r][f"W{i}"] = data.draw(hnp.arrays(
                 dtype, shape, elements=values(dtype, nonneg, reference_range=False)), label=r)
             layouts[r][f"W{i}"] = common if uniform else data.draw(st.sampled_from(LAYOUTS))

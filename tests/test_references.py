@@ -63,3 +63,86 @@ def test_lion_sign_of_zero_is_zero():
     # the sign and the zero test agree with the NaN rule: NaN stays where it is
     opt.step({"dW": np.array([np.nan, 0.0, 0.0, 0.0])})
     assert np.isnan(p["W"][0]) and not np.isnan(p["W"][1:]).any()
+
+
+# --- LAMB, Adafactor, Muon: what the database's configurations do not show --------------
+
+import optimizer_db as db  # noqa: E402
+
+
+def test_lamb_trust_ratio_is_one_for_zero_weights():
+    """||W|| = 0 (zero-initialized biases): the ratio is 1, the step Adam's with
+    epsilon 1e-6 (the first step moves each element by lr * g/(|g| + eps))."""
+    import fastoptim as fam
+    g = np.array([0.5, -2.0, 0.0, 4.0])
+    p = {"b": np.zeros(4)}
+    fam.LAMB(p, learning_rate=0.1, weight_decay=0.0).step({"db": g})
+    np.testing.assert_allclose(p["b"], -0.1 * g / (np.abs(g) + 1e-6), rtol=1e-15)
+
+
+def test_lamb_ratio_is_per_array():
+    """Scaling one array scales its own step (the ratio grows with ||W||) and
+    leaves the others' unchanged."""
+    import fastoptim as fam
+    params, grads = problem(np.float64, 2, steps=1)
+    twice = {k: a * (2.0 if k == "W1" else 1.0) for k, a in params.items()}
+    a, b = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in twice.items()}
+    fam.LAMB(a, weight_decay=0.0).step(grads[0])
+    fam.LAMB(b, weight_decay=0.0).step(grads[0])
+    np.testing.assert_allclose(b["W1"] - twice["W1"], 2.0 * (a["W1"] - params["W1"]), rtol=1e-12)
+    np.testing.assert_allclose(b["W2"], a["W2"], rtol=1e-15)
+
+
+def test_adafactor_state_of_a_matrix_is_its_rows_plus_columns():
+    import fastoptim as fam
+    opt = fam.Adafactor({"W": np.zeros((300, 200), np.float32), "b": np.zeros(300, np.float32),
+                         "K": np.zeros((8, 3, 5, 5), np.float32)})
+    sizes = {(name, k): a.size for name, d in opt.state.items() for k, a in d.items()}
+    assert sizes == {("row_var", "dW"): 300, ("col_var", "dW"): 200, ("variance", "db"): 300,
+                     ("row_var", "dK"): 8 * 3 * 5, ("col_var", "dK"): 8 * 3 * 5}
+    assert opt.state["row_var"]["dW"].shape == (300, 1)
+    assert opt.state["col_var"]["dK"].shape == (8, 3, 1, 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_muon_conv_kernels_are_reshaped(dtype):
+    """A conv kernel (out, in, kh, kw), which torch.optim.Muon refuses, takes
+    Muon's step as the matrix (out, in*kh*kw), scaled by its shape: against the
+    float64 reference."""
+    import fastoptim as fam
+    rng = np.random.default_rng(3)
+    shapes = {"K": (8, 3, 3, 3), "W": (5, 4), "b": (5,)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{"d" + k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+             for _ in range(STEPS)]
+    case = db.Case("Muon-conv", "Muon", dict(learning_rate=0.02), None, None, "muon",
+                   dict(lr=0.02, weight_decay=0.1, nesterov=True, match=False, maximize=False,
+                        momentum=0.95, ns_steps=5, ns_eps=1e-7, beta1=0.9, beta2=0.999,
+                        eps=1e-8, muon=lambda k: k in ("K", "W")))
+    ref = db.Reference(case, params)
+    ref.wd = {k: 0.1 for k in shapes}
+    opt = fam.Muon(params, learning_rate=0.02)
+    assert opt.muon_keys == ["K", "W"]
+    for t, g in enumerate(grads, 1):
+        opt.step(g)
+        ref.step(g)
+        for k in params:
+            np.testing.assert_allclose(params[k], ref.p[k], **TOL[dtype],
+                                       err_msg=f"{k} after step {t}")
+
+
+def test_muon_mask():
+    import fastoptim as fam
+    params = db.params()
+    assert fam.Muon(db.params()).muon_keys == ["W1", "W2"]
+    assert fam.Muon(db.params(), muon_mask={"W1": True, "b1": False, "W2": False,
+                                            "b2": False}).muon_keys == ["W1"]
+    opt = fam.Muon(db.params(), muon_mask=lambda k: k == "W2")
+    assert set(opt.state) == {"v", "s", "momentum_buffer"}
+    assert set(opt.state["momentum_buffer"]) == {"dW2"} and set(opt.state["v"]) == {"dW1", "db1", "db2"}
+    with pytest.raises(ValueError, match=r"parameters\['b3'\] of shape \(4,\)"):
+        fam.Muon({"b3": np.zeros(4)}, muon_mask=lambda k: True)
+    with pytest.raises(KeyError, match="muon_mask has no key 'b2'"):
+        fam.Muon(params, muon_mask={"W1": True, "b1": False, "W2": True})
+    with pytest.raises(TypeError, match=r"muon_mask\('W1'\)"):
+        fam.Muon(params, muon_mask=lambda k: "yes")

@@ -38,7 +38,7 @@ def clone(d):
 
 WD = {"W1": 0.1, "b1": 0.0, "W2": 0.05, "b2": 0.0}
 
-L2, DEC = _fallback.DECAY_L2, _fallback.DECAY_DECOUPLED
+L2, DEC, UPD = _fallback.DECAY_L2, _fallback.DECAY_DECOUPLED, _fallback.DECAY_UPDATE
 SGD_M, SGD_N, SGD_A = _fallback.SGD_MOMENTUM, _fallback.SGD_NESTEROV, _fallback.SGD_AVERAGE
 
 
@@ -84,6 +84,21 @@ CALLS = {
     "rmsprop": call("rmsprop", 0.01, (0.99, 1e-8, 0.0), (True, False, False)),
     "lion": call("lion", 0.01, (0.9, 0.99), (True,), 0, WD, DEC),
     "lion-maximize": call("lion", 0.01, (0.5, 0.9), (True,), 0, 0.3, DEC, -0.2),
+    # scalar state (weight_sum, lr_max) as a run would have it at step t
+    "schedule_free_adamw": call("schedule_free_adamw", 0.01, (0.9, 0.999, 1e-8, 3.0, 0.5, 2.0),
+                                (True, True), 0, WD, UPD, 0.7,
+                                scalars=lambda t: (0.0, 0.0) if t == 1 else (0.01 * t, 0.01)),
+    "schedule_free_adamw-warmup": call("schedule_free_adamw", 0.1, (0.8, 0.99, 1e-3, 0.0, 0.0,
+                                                                    0.0),
+                                       (True, True), 0, 0.0, 0, -1.0,
+                                       scalars=lambda t: (t - 1.0, 0.1)),
+    "schedule_free_sgd": call("schedule_free_sgd", 0.1, (0.9, 2.0, 0.0, 2.0), (True,), 0, WD,
+                              L2, 0.7, scalars=lambda t: (0.0, 0.0) if t == 1 else (0.3, 0.1)),
+    "lamb": call("lamb", 0.01, (0.9, 0.999, 1e-6), (True, True), 0, WD, UPD, 0.7),
+    "lamb-maximize": call("lamb", 0.01, (0.5, 0.9, 1e-3), (True, True), 0, 0.0, 0, -2.0),
+    "adafactor": call("adafactor", 0.01, (0.8, 1e-30, 1e-3, 1.0), (True,), 0, WD, DEC, 0.7),
+    "adafactor-machine-epsilon": call("adafactor", 0.05, (0.5, 0.0, 0.5, 1.0), (True,),
+                                      _fallback.ADAFACTOR_MACHINE_EPSILON, 0.1, DEC, -1.0),
 }
 
 
@@ -196,7 +211,8 @@ def bad(rule, slots, *args, hyper=None, lr=0.1, t=1, **kwargs):
     hyper = hyper if hyper is not None else {
         "sgd": (0.0, 0.0), "adam": (0.9, 0.9, 1e-8), "nadam": (0.9, 0.9, 1e-8, 0.004),
         "radam": (0.9, 0.9, 1e-8), "adamax": (0.9, 0.9, 1e-8), "adagrad": (0.0, 1e-10),
-        "rmsprop": (0.9, 1e-8, 0.0), "lion": (0.9, 0.9)}[rule]
+        "rmsprop": (0.9, 1e-8, 0.0), "lion": (0.9, 0.9), "lamb": (0.9, 0.9, 1e-6),
+        "schedule_free_sgd": (0.9, 0.0, 0.0, 2.0), "adafactor": (0.8, 0.0, 1e-3, 1.0)}[rule]
 
     def run(M, P, G, S):
         states = tuple(S[x] if isinstance(x, int) else x(S) if callable(x) else x
@@ -234,6 +250,13 @@ BAD = [
     ("amsgrad state shared with s", bad("adam", (0, 1, 1), flags=_fallback.ADAM_AMSGRAD)),
     ("grads missing a key", lambda M, P, G, S: M.grad_norm(
         P, {k: a for k, a in G.items() if k != "db2"})),
+    ("decay style update for L2 rule", bad("schedule_free_sgd", (0,), weight_decay=0.1,
+                                           decay=UPD, scalars=(0.0, 0.0))),
+    ("negative weight_sum", bad("schedule_free_sgd", (0,), scalars=(-1.0, 0.0))),
+    ("lamb: a state key missing", bad("lamb", (0, lambda S: {k: a for k, a in S[1].items()
+                                                          if k != "dW1"}))),
+    ("adafactor: flags it lacks", bad("adafactor", (0,), flags=2)),
+    ("adafactor: decay style L2", bad("adafactor", (0,), weight_decay=0.1, decay=L2)),
 ]
 
 
@@ -362,6 +385,8 @@ def test_a_call_without_arrays_still_checks_and_advances_the_scalar_state():
             M.update("sgd", {}, {}, (None,), 1, 0.1, (0.0, 0.0), decay=-1)
 
 
+@pytest.mark.skipif(__import__("fastoptim").BACKEND != "c",
+                    reason="the compiled step's sources (the NumPy backend sums them first)")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("sources", [2, 3, 4])
 def test_a_gradient_of_several_sources_is_their_sum_in_order(dtype, sources):
@@ -384,3 +409,32 @@ def test_a_gradient_of_several_sources_is_their_sum_in_order(dtype, sources):
     np.testing.assert_array_equal(a.ema["W"], b.ema["W"])
     for name in ("v", "s"):
         np.testing.assert_array_equal(a.state[name]["dW"], b.state[name]["dW"])
+
+
+# --- rules with a reduction: many arrays, many windows -----------------------------
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("name", ["lamb", "adafactor"])
+def test_reduction_over_many_arrays_and_windows(name, threads):
+    """More arrays than the driver takes at once (64), zero-size ones, and arrays of
+    more blocks than a window (512 blocks of 256): compiled == NumPy, bitwise, the
+    norms too (each array's factor depends on all its blocks)."""
+    rng = np.random.default_rng(7)
+    sizes = [0, 1, 255, 256, 257] * 14 + [300_001, 5]
+    P = {f"W{i}": rng.standard_normal(n).astype(np.float32) for i, n in enumerate(sizes)}
+    G = {"d" + k: rng.standard_normal(a.shape).astype(np.float32) for k, a in P.items()}
+    nslots, fn = {"lamb": call("lamb", 0.01, (0.9, 0.999, 1e-6), (True, True), 0, 0.1, UPD),
+                  "adafactor": call("adafactor", 0.01, (0.8, 1e-30, 1e-3, 1.0), (True,), 0, 0.1,
+                                    DEC, 0.5)}[name]
+    S = [{"d" + k: np.abs(rng.standard_normal(a.shape)).astype(np.float32) for k, a in P.items()}
+         for _ in range(nslots)]
+    P2, S2 = clone(P), [clone(x) for x in S]
+    before = core.get_num_threads()
+    try:
+        core.set_num_threads(threads)
+        for t in (1, 2):
+            fn(core, P, G, S, t)
+            fn(_fallback, P2, G, S2, t)
+    finally:
+        core.set_num_threads(before)
+    assert_bitwise([P, *S], [P2, *S2], name)

@@ -19,6 +19,7 @@ STUB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 HEADER = '''\
 # Written by tools/optimizer_stubs.py from the classes' declarations; do not edit.
 import inspect
+from contextlib import AbstractContextManager
 from typing import Any, Callable, ClassVar, Mapping
 
 from numpy.typing import NDArray
@@ -90,6 +91,38 @@ TYPES = {"parameters": "_Arrays", "learning_rate": "_Rate", "weight_decay": "_De
          "arena": "bool"}
 
 
+def public_base(cls):
+    """The class a stub names as the base: the first public one (a class may mix
+    in private helpers, whose members are written into its own stub)."""
+    return next(c for c in cls.__mro__[1:] if not c.__name__.startswith("_"))
+
+
+def own_members(cls):
+    """Public methods and properties a class (or a private mixin of it) defines
+    beyond its declaration's: (name, kind, annotation text) from their
+    annotations (kind: "property" or "method"; methods take no argument)."""
+    d = cls.declaration
+    generated = set(d.hyperparameters) | set(d.options) | set(cls._rule.scalars)
+    out = []
+    for klass in cls.__mro__[:cls.__mro__.index(public_base(cls))]:
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in generated or name == "declaration":
+                continue
+            if isinstance(value, property):
+                ann = inspect.signature(value.fget).return_annotation
+                out.append((name, "property", ann))
+            elif inspect.isfunction(value):
+                sig = inspect.signature(value)
+                if list(sig.parameters) != ["self"]:
+                    raise ValueError(f"{cls.__name__}.{name}: only methods without "
+                                     "arguments are written to the stub")
+                out.append((name, "method", sig.return_annotation))
+    for name, _, ann in out:
+        if ann is inspect.Signature.empty:
+            raise ValueError(f"{cls.__name__}.{name}: annotate its return type")
+    return sorted(out)
+
+
 def class_stub(cls):
     d = cls.declaration
     args = []
@@ -97,9 +130,11 @@ def class_stub(cls):
         if p.name in TYPES:
             kind = TYPES[p.name]
         elif p.name in d.hyperparameters:
-            kind = "float"
+            kind = "float | None" if d.hyperparameters[p.name].optional else "float"
         elif p.name in d.options:
             kind = "bool"
+        elif p.name in d.arguments:
+            kind = d.arguments[p.name].stub
         else:
             raise ValueError(f"{cls.__name__}: no stub type for the argument {p.name!r}")
         arg = f"{p.name}: {kind}"
@@ -110,14 +145,14 @@ def class_stub(cls):
         if p.kind is inspect.Parameter.KEYWORD_ONLY and "*" not in args:
             args.append("*")
         args.append(arg)
-    base = cls.__mro__[1]
+    base = public_base(cls)
     lines = [f"class {cls.__name__}({base.__name__}):",
              "    def __init__(",
              *_wrap(["self"] + args, "        "),
              "    ) -> None: ..."]
     for name, h in d.hyperparameters.items():
         if h.state is None:
-            lines.append(f"    {name}: float")
+            lines.append(f"    {name}: float{' | None' if h.optional else ''}")
     for name, o in d.options.items():
         if o.structural:
             lines += ["    @property", f"    def {name}(self) -> bool: ..."]
@@ -130,6 +165,11 @@ def class_stub(cls):
                   "    def weight_decay(self) -> float | dict[str, float]: ...",
                   "    @weight_decay.setter",
                   "    def weight_decay(self, value: _Decay) -> None: ..."]
+    for name, kind, ann in own_members(cls):
+        if kind == "property":
+            lines += ["    @property", f"    def {name}(self) -> {ann}: ..."]
+        else:
+            lines.append(f"    def {name}(self) -> {ann}: ...")
     return lines
 
 

@@ -1,7 +1,8 @@
 """fastoptim: optimizer updates over dicts of NumPy arrays, fused in one pass,
 in place, in C: the classic deep-learning course's functions
 (update_parameters_with_gd/momentum/adam) and optimizer objects (GD,
-Momentum, Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Lion).
+Momentum, Adam, AdamW, SGD, RMSprop, Adagrad, Adamax, NAdam, RAdam, Lion,
+ScheduleFreeAdamW, ScheduleFreeSGD, LAMB, Adafactor, Muon).
 
 fastoptim.BACKEND is "c" (the compiled extension) or "numpy" (the fallback);
 see fastoptim._backend for how it is chosen.

@@ -67,6 +67,12 @@ cdef extern from "fastoptim.h" nogil:
         uintptr_t lo
         uintptr_t hi
         int written
+    ctypedef struct fo_factors:
+        const void *row
+        const void *col
+        const void *per
+        size_t rows
+        size_t cols
     ctypedef struct fo_step:
         int64_t t
         double lr
@@ -80,6 +86,7 @@ cdef extern from "fastoptim.h" nogil:
         int sources
         size_t source_stride
         double source_scale
+        const fo_factors *factors
         const fo_formats *formats
     int fo_init(int max_isa)
     int fo_isa_in_use()
@@ -627,7 +634,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     cdef RuleInfo *info
     cdef unsigned f = 0
     cdef int rc, dtype
-    if (hit != NULL and type(flags) is int and type(decay) is int and 0 <= decay < 1024
+    if (hit != NULL and type(flags) is int and type(decay) is int and 0 <= decay < 4096
             and type(states) is tuple and type(hyper) is tuple and type(scalars) is tuple):
         r = <int><object>hit
         info = &_rules[r]
@@ -642,6 +649,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
             st.decay = <unsigned>decay
             st.ema_decay = 0.0
             st.sources = 1
+            st.factors = NULL
             st.formats = NULL
             _init(&c)
             try:

@@ -22,10 +22,14 @@ from . import _validate as check
 # The flags of csrc/rules.h, bit for bit.
 DECAY_L2 = 1 << 8
 DECAY_DECOUPLED = 1 << 9
+DECAY_UPDATE = 1 << 11
+REDUCE = 1 << 12
 SGD_MOMENTUM, SGD_NESTEROV, SGD_AVERAGE, SGD_FIRST = 1, 2, 4, 8
 ADAM_AMSGRAD = 1
 RADAM_RECTIFIED = 1
 RMSPROP_CENTERED, RMSPROP_MOMENTUM = 1, 2
+SCHEDULE_FREE_FIRST = 1
+ADAFACTOR_MACHINE_EPSILON, ADAFACTOR_LERP_END = 1, 2
 
 MAX_STATES = 3  # FO_MAX_STATES: state slots a rule may have
 
@@ -43,9 +47,13 @@ class Rule:
     f)`, which updates one array in place: p (already decayed when the decay is
     decoupled), the scaled gradient gi (with L2 decay added), the state slots s
     (None where absent). `unsigned`: per state slot, whether it stays >= 0 (8-bit
-    state then takes the unsigned dynamic map)."""
+    state then takes the unsigned dynamic map). A rule declared with array=True
+    takes the array's coefficients too, `update(p, gi, s, c, f, a)` (an Array:
+    wd, factors, factor). A rule with a reduction (rules.h, FO_REDUCE_RULES) also
+    has `reduce(p, gi, s, c, f, a) -> quantities` (it updates the state; the
+    decay of p comes after it) and `finish(c, n, sums) -> factor`."""
 
-    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags,
+    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags, array=False,
                  nonnegative=""):
         self.name = name
         self.states = tuple(s.split(":")[0] for s in states.split())
@@ -61,6 +69,8 @@ class Rule:
         self.scalar_kinds = tuple(s.split(":")[1] for s in scalars.split())
         self.decay = decay
         self.valid_flags = valid_flags
+        self.array = array
+        self.reduce = self.finish = None
         self.info = (name, states, hyper, flags, scalars)
 
     def __call__(self, prepare):
@@ -71,12 +81,33 @@ class Rule:
         self.update = update
         return self
 
+    def reduction(self, reduce):
+        self.reduce = reduce
+        return self
+
+    def finisher(self, finish):
+        self.finish = finish
+        return self
+
+
+class Array:
+    """One array's coefficients (csrc/kernels.h, fo_array_coef): its weight
+    decay, its factored state (None, or (row, col, per) shaped to broadcast
+    against the array: row*col/per is its estimate), and, for the apply pass
+    of a rule with a reduction, its factor."""
+
+    def __init__(self, wd, factors=None):
+        self.wd = wd
+        self.factors = factors
+        self.factor = 0.0
+
 
 RULES = {}
 
 
-def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,), nonnegative=""):
-    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags, nonnegative)
+def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,), array=False,
+         nonnegative=""):
+    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags, array, nonnegative)
     RULES[name] = r
     return r
 
@@ -263,6 +294,170 @@ def _(p, gi, s, c, f):
     p -= c["lr"] * _sign(ci)
     m *= c["beta2"]
     m += (1.0 - c["beta2"]) * gi
+
+
+def _pow(x, y):
+    """C's pow for x >= 0: inf where Python's would raise OverflowError."""
+    try:
+        return math.pow(x, y)
+    except OverflowError:
+        return math.inf
+
+
+def _div(a, b):
+    """a / b in IEEE double, as C divides (inf or NaN where Python would raise)."""
+    with np.errstate(all="ignore"):
+        return float(np.float64(a) / np.float64(b))
+
+
+def _schedule_free_weights(t, lr, warmup, r, power, scalars):
+    """(lr_t, c, new scalars) of a Schedule-Free step (kernels.inc's
+    schedule_free_weights)."""
+    weight_sum, lr_max = scalars
+    kp1 = float(t)
+    lr = lr * (kp1 / warmup if t - 1 < warmup else 1.0)
+    lr_max = lr_max if lr_max > lr else lr
+    weight = _pow(kp1, r) * _pow(lr_max, power)
+    weight_sum = weight_sum + weight
+    c = _div(weight, weight_sum) if weight_sum != 0.0 else 0.0
+    return lr, c, (weight_sum, lr_max)
+
+
+@rule("schedule_free_adamw", "z s",
+      "beta1:beta beta2:beta epsilon:eps warmup_steps:nonneg r:nonneg weight_lr_power:nonneg",
+      scalars="weight_sum:nonneg lr_max:nonneg", decay=DECAY_UPDATE, array=True,
+      nonnegative="s")
+def schedule_free_adamw(t, lr, h, f, scalars):
+    beta1, beta2, eps, warmup, r, power = h
+    lr, ck, scalars = _schedule_free_weights(t, lr, warmup, r, power, scalars)
+    c = dict(beta2=beta2, eps=eps, rsbc2=1.0 / math.sqrt(1.0 - beta2**t), c=ck,
+             cy=lr * (beta1 * (1.0 - ck) - 1.0), lr=lr)
+    return c, SCHEDULE_FREE_FIRST if t == 1 else 0, scalars
+
+
+@schedule_free_adamw.kernel
+def _(p, gi, s, c, f, a):
+    z, v = s
+    if f & SCHEDULE_FREE_FIRST:
+        z[...] = p
+    v *= c["beta2"]
+    v += (1.0 - c["beta2"]) * gi * gi
+    u = gi / (np.sqrt(v) * c["rsbc2"] + c["eps"])
+    if f & DECAY_UPDATE:
+        u = u + a.wd * p
+    y = p + c["c"] * (z - p)
+    p[...] = y + c["cy"] * u
+    z -= c["lr"] * u
+
+
+@rule("schedule_free_sgd", "z", "momentum:beta warmup_steps:nonneg r:nonneg weight_lr_power:nonneg",
+      scalars="weight_sum:nonneg lr_max:nonneg", decay=DECAY_L2)
+def schedule_free_sgd(t, lr, h, f, scalars):
+    momentum, warmup, r, power = h
+    lr, ck, scalars = _schedule_free_weights(t, lr, warmup, r, power, scalars)
+    return (dict(c=ck, cy=lr * (momentum * (1.0 - ck) - 1.0), lr=lr),
+            SCHEDULE_FREE_FIRST if t == 1 else 0, scalars)
+
+
+@schedule_free_sgd.kernel
+def _(p, gi, s, c, f):
+    (z,) = s
+    if f & SCHEDULE_FREE_FIRST:
+        z[...] = p
+    y = p + c["c"] * (z - p)
+    p[...] = y + c["cy"] * gi
+    z -= c["lr"] * gi
+
+
+@rule("lamb", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_UPDATE, array=True,
+      nonnegative="s")
+def lamb(t, lr, h, f, scalars):
+    beta1, beta2, eps = h
+    c = dict(beta1=beta1, beta2=beta2, eps=eps, rbc1=1.0 / (1.0 - beta1**t),
+             rsbc2=1.0 / math.sqrt(1.0 - beta2**t), lr=lr)
+    return c, f, scalars
+
+
+def _lamb_update(p, m, v, c, f, a):
+    u = c["rbc1"] * m / (np.sqrt(v) * c["rsbc2"] + c["eps"])
+    if f & DECAY_UPDATE:
+        u = u + a.wd * p
+    return u
+
+
+@lamb.reduction
+def _(p, gi, s, c, f, a):
+    m, v = s
+    m *= c["beta1"]
+    m += (1.0 - c["beta1"]) * gi
+    v *= c["beta2"]
+    v += (1.0 - c["beta2"]) * gi * gi
+    return p, _lamb_update(p, m, v, c, f, a)
+
+
+@lamb.finisher
+def _(c, n, sums):
+    pn, un = math.sqrt(sums[0]), math.sqrt(sums[1])
+    return c["lr"] * (pn / un if pn > 0.0 and un > 0.0 else 1.0)
+
+
+@lamb.kernel
+def _(p, gi, s, c, f, a):
+    m, v = s
+    p -= a.factor * _lamb_update(p, m, v, c, f, a)
+
+
+@rule("adafactor", "variance", "decay_rate:nonneg epsilon1:eps epsilon2:eps d:nonneg",
+      "machine_epsilon", decay=DECAY_DECOUPLED, valid_flags=(0, ADAFACTOR_MACHINE_EPSILON),
+      array=True, nonnegative="variance")
+def adafactor(t, lr, h, f, scalars):
+    decay_rate, eps1, eps2, d = h
+    w = _pow(float(t), -decay_rate)
+    rs = 1.0 / _pow(float(t), 0.5)
+    c = dict(w=w, eps1=eps1, machine=bool(f & ADAFACTOR_MACHINE_EPSILON),
+             rho=rs if rs < lr else lr, eps2=eps2, d=d)
+    return c, ADAFACTOR_LERP_END if w >= 0.5 else 0, scalars
+
+
+def _adafactor_update(gi, v, c, dtype):
+    """u = g / sqrt(max(v, epsilon1^2)), as 1/sqrt then a product (torch's rsqrt)."""
+    eps1 = float(np.finfo(dtype).eps) if c["machine"] else c["eps1"]
+    return gi * (1.0 / np.sqrt(_max(v, eps1 * eps1)))
+
+
+def _adafactor_estimate(p, gi, s, c, f, a):
+    if a.factors is not None:  # factored: row*col/per, by broadcasting
+        row, col, per = a.factors
+        return row * col / per
+    (v,) = s
+    if f & REDUCE:
+        g2 = gi * gi
+        if f & ADAFACTOR_LERP_END:
+            v[...] = g2 - (g2 - v) * (1.0 - c["w"])
+        else:
+            v += c["w"] * (g2 - v)
+    return v
+
+
+@adafactor.reduction
+def _(p, gi, s, c, f, a):
+    v = _adafactor_estimate(p, gi, s, c, f, a)
+    return p, _adafactor_update(gi, v, c, p.dtype)
+
+
+@adafactor.finisher
+def _(c, n, sums):
+    root_n = _pow(float(n), 0.5)
+    rms_p = _div(math.sqrt(sums[0]), root_n)
+    rms_u = _div(math.sqrt(sums[1]), root_n * c["d"])
+    alpha = (rms_p if rms_p > c["eps2"] else c["eps2"]) * c["rho"]
+    return _div(alpha, rms_u if rms_u > 1.0 else 1.0)
+
+
+@adafactor.kernel
+def _(p, gi, s, c, f, a):
+    v = _adafactor_estimate(p, gi, s, c, f, a)
+    p -= a.factor * _adafactor_update(gi, v, c, p.dtype)
 
 
 def _split_scale(scale, dtype):
@@ -620,20 +815,35 @@ def _step(t):
     return min(check.step(t), 2**64)
 
 
+def scaled(g, grad_scale, dtype):
+    """g * grad_scale as the kernels read it for a parameter of `dtype` (in two
+    factors below its normal range: FO_SCALE_SPLIT); g itself when the scale is 1."""
+    s1, s2 = _split_scale(grad_scale, dtype)
+    gi = g if s1 == 1.0 else g * s1
+    if s2 is not None:
+        gi = gi * s2
+    return gi
+
+
 @_silent
 def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     """The update of checked arrays: `entries` is a list of (p, g, states, wd)
-    or (p, g, states, wd, storage) with states in slot order (None where
-    absent); g may be (sources, scale), the gradient's sources to sum in order
-    (sum_sources); `storage` (a Storage, or None for arrays in their own
-    dtype) says how 16-bit and 8-bit streams are widened before the rule and
-    written back after it. Returns the new scalars."""
+    or (p, g, states, wd, storage[, factors]) with states in slot order (None
+    where absent) and factors as Array takes them; g may be (sources, scale),
+    the gradient's sources to sum in order (sum_sources); `storage` (a Storage,
+    or None for arrays in their own dtype) says how 16-bit and 8-bit streams
+    are widened before the rule and written back after it (elementwise rules
+    only: the C driver stages no rule with a reduction or a factored state).
+    Returns the new scalars."""
     # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
     # float(t) from overflowing
     t = min(t, 2**64)
     c, f, scalars = r.prepare(t, lr, h, flags, tuple(scalars))
     for p, g, s, wd, *more in entries:
         storage = more[0] if more else None
+        factors = more[1:]
+        if storage is not None and (r.reduce is not None or factors):
+            raise ValueError(f"{r.name}: storage formats are for elementwise rules only")
         if isinstance(g, tuple):  # several sources (data parallelism), in order
             g = sum_sources(g[0], g[1])
         if storage is not None:  # the staged block loop: float32 in, stored formats out
@@ -642,23 +852,30 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
             g = widen_any(g)
             s = [None if a is None else storage.load_state(j, a) for j, a in enumerate(s)]
         # Every rule starts from gi = grad_scale*g, and the array's decay:
-        # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first.
-        s1, s2 = _split_scale(grad_scale, p.dtype)
-        gi = g if s1 == 1.0 else g * s1
+        # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first (after the
+        # reduce pass of a rule with a reduction); update is the rule's own.
+        gi = scaled(g, grad_scale, p.dtype)
         fa = f
-        if s2 is not None:  # the kernels' FO_SCALE_SPLIT
-            gi = gi * s2
         if wd != 0.0:
             fa |= decay
         if fa & DECAY_L2:
             gi = _l2_sum(gi, wd, p)
+        a = Array(wd, factors[0] if factors else None)
+        if r.reduce is not None:
+            quantities = r.reduce(p, gi, s, c, fa | REDUCE, a)
+            order = "F" if p.flags.f_contiguous and not p.flags.c_contiguous else "C"
+            sums = [_reduce_sum(q, order) for q in quantities]
+            a.factor = r.finish(c, p.size, sums) if p.size else 0.0
         if fa & DECAY_DECOUPLED:
             p *= 1.0 - lr * wd
-        r.update(p, gi, s, c, fa)
+        if r.array:
+            r.update(p, gi, s, c, fa, a)
+        else:
+            r.update(p, gi, s, c, fa)
         if storage is not None:
-            for j, a in enumerate(stored_s):
-                if a is not None:
-                    storage.store_state(j, a, s[j])
+            for j, stored_j in enumerate(stored_s):
+                if stored_j is not None:
+                    storage.store_state(j, stored_j, s[j])
             if storage.p != FMT_NATIVE:
                 storage.store_parameter(stored, p, t)
     return scalars
@@ -684,7 +901,7 @@ def check_settings(r, t, learning_rate, hyper, names, flags, decay, grad_scale, 
     if isinstance(flags, (bool, np.bool_)) or not isinstance(flags, (int, np.integer)) \
             or int(flags) not in r.valid_flags:
         raise ValueError(f"{r.name}: invalid flags {flags!r}")
-    if decay not in (0, DECAY_L2, DECAY_DECOUPLED) or decay & ~r.decay:
+    if decay not in (0, DECAY_L2, DECAY_DECOUPLED, DECAY_UPDATE) or decay & ~r.decay:
         raise ValueError(f"{r.name} does not take weight decay style {decay!r}")
     gs = check.finite(grad_scale, "grad_scale")
     return t, lr, h, sc, int(flags), gs
@@ -718,6 +935,11 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     named = [(n, d) for n, d in zip(state_names, states) if d is not None]
     entries = check.gather(parameters, grads, named)
     wds = check.weight_decays(parameters, weight_decay)
+    if r.reduce is not None:
+        for key, (p, _, _) in zip(parameters, entries):
+            if check.is_16bit(p.dtype):
+                raise TypeError(f"{r.name} reduces over whole arrays and takes no 16-bit "
+                                f"parameters: parameters[{key!r}] is {p.dtype}")
     rows = []
     for i, (p, g, present) in enumerate(entries):
         it = iter(present)
@@ -734,16 +956,16 @@ _NORM_CHUNK = 1024  # csrc/kernels.h FO_NORM_CHUNK
 _NORM_LANES = 16    # FO_NORM_LANES
 
 
-def _chunk_sums(g, scale=1.0):
-    """The kernel's partial sums of one array: per chunk of _NORM_CHUNK elements
+def _chunk_sums(g, scale=1.0, chunk=_NORM_CHUNK):
+    """The kernel's partial sums of one array: per chunk of `chunk` elements
     in memory order, lane j sums the squares of elements j, j+16, ... (each
     multiplied by `scale` first) in order, then the lanes are added in order."""
     x = np.ravel(widen_any(g), order="K").astype(np.float64) * scale
     n = x.size
     if n == 0:
         return np.zeros(0)
-    nchunks = -(-n // _NORM_CHUNK)
-    rows = _NORM_CHUNK // _NORM_LANES if n > _NORM_CHUNK else -(-n // _NORM_LANES)
+    nchunks = -(-n // chunk)
+    rows = chunk // _NORM_LANES if n > chunk else -(-n // _NORM_LANES)
     padded = np.zeros(nchunks * rows * _NORM_LANES)
     padded[:n] = x
     sq = padded.reshape(nchunks, rows, _NORM_LANES)
@@ -754,6 +976,17 @@ def _chunk_sums(g, scale=1.0):
     for j in range(1, _NORM_LANES):
         total += acc[:, j]
     return total
+
+
+_BLOCK = 256  # csrc/kernels.h FO_BLOCK: the reduce pass's blocks
+
+
+def _reduce_sum(q, order):
+    """The driver's sum of squares of one quantity of a rule with a reduction
+    (driver.c, reduce_block): per block of _BLOCK elements in the array's
+    memory order `order`, the norm's lanes; the blocks' sums added in order."""
+    blocks = _chunk_sums(np.ravel(q, order=order), chunk=_BLOCK)
+    return float(np.add.accumulate(blocks)[-1]) if blocks.size else 0.0
 
 
 # Below this sum of squares a float64 sum may have lost squares to underflow
@@ -827,8 +1060,12 @@ class Stepper:
 
     _compiled = False  # every step is _step_numpy
 
-    def _bind(self, rule, keys, rows, unsigned=()):
+    def _bind(self, rule, keys, rows, unsigned=(), takes=None, phase=False):
         """The compiled backend gathers pointers here; nothing to do."""
+
+    def _bind_factors(self, factors):
+        """The compiled backend gathers the factored state's pointers here."""
+        return True
 
     def _unbind(self):
         """The compiled backend drops its pointers here; nothing to do."""

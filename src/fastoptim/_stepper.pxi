@@ -5,8 +5,15 @@
 # and checks each gradient, measures the global norm when clipping or skipping
 # needs it, and makes one C call per dtype. Settings (hyperparameters, flags,
 # weight decay, clipping) are copied into C fields when they change (_configure).
+#
 # A group of 16-bit parameters, or with bfloat16 or 8-bit state, passes its
 # streams' formats (fo_formats), read from its arrays' dtypes at _bind.
+#
+# A class whose step has a NumPy part (a "phase": Muon's orthogonalization,
+# Adafactor's row and column statistics) binds with phase=True: the step then
+# measures the norm, calls the object's _phase_step with the gradients and the
+# scale, and makes the C calls. Arrays the rule does not take (takes[i] False:
+# the phase updates them) are in the norm but not in the rule's update.
 
 DEF MAX_GROUPS = 4        # float32, float64, float16, bfloat16 parameters
 
@@ -16,12 +23,14 @@ cdef struct Group:
     Py_ssize_t k          # arrays of this dtype
     void **x              # x[s * k + i]: slot s (p, g, state slots, ...) of array i
     size_t *n
+    size_t *un            # elements the rule updates: n, or 0 (an array it does not take)
     double *wd            # per array (NULL: no weight decay in this group)
     uint64_t *stream      # per array: its key's index (stochastic rounding)
     bint staged           # fmt applies (a stream is not in the group's dtype)
     bint kahan            # every array has a Kahan compensation
     fo_formats fmt        # fmt.g is set per step from the gradients' dtype
     int gtypenum          # this step's gradients' type number
+    fo_factors *factors   # per array (NULL: none in this group)
 
 
 cdef class Stepper:
@@ -62,6 +71,7 @@ cdef class Stepper:
     cdef object _refs                 # keeps every array and key alive
     cdef bint busy                    # a step is running with the GIL released
     cdef double norm                  # the last norm pass's result
+    cdef bint phase                   # call _phase_step between the norm and the update
 
     def __cinit__(self):
         self.rule = -1
@@ -71,6 +81,7 @@ cdef class Stepper:
         cdef int j
         for j in range(MAX_GROUPS):
             self.groups[j].x = NULL
+            self.groups[j].factors = NULL
         self.ngroups = 0
 
     def __dealloc__(self):
@@ -82,7 +93,9 @@ cdef class Stepper:
         PyMem_Free(self.wlo)
         for j in range(MAX_GROUPS):
             PyMem_Free(self.groups[j].x)
+            PyMem_Free(self.groups[j].factors)
             self.groups[j].x = NULL
+            self.groups[j].factors = NULL
         self.dkeys = NULL
         self.wlo = NULL
         self.ngroups = 0
@@ -100,7 +113,8 @@ cdef class Stepper:
         self._release()
         self._refs = None
 
-    def _bind(self, str rule, list keys, list rows, tuple unsigned=()):
+    def _bind(self, str rule, list keys, list rows, tuple unsigned=(), takes=None,
+              bint phase=False):
         """Gather the pointers of `rows[i] = [p, state slot 0, ..., the EMA, the
         Kahan compensation, the block maxima of slots 0, 1, 2]` (None for an
         absent slot; a shorter row leaves the rest absent) of parameter keys[i],
@@ -109,9 +123,12 @@ cdef class Stepper:
         where unsigned[j] is true). Returns False (every step then takes
         _step_numpy) when an array cannot take the C path. The caller has
         checked the arrays (writeable, not overlapping, state shaped and laid
-        out like its parameter)."""
+        out like its parameter). takes[i] False: the rule leaves key i to the
+        phase (its gradient still counts in the norm); phase: call
+        _phase_step(grads, scale, t, lr) before the rule's update."""
         self._release()
         self._refs = None
+        self.phase = phase
         cdef Py_ssize_t k = len(keys), i, j, s
         cdef list typenums = []
         cdef list counts = []
@@ -164,14 +181,16 @@ cdef class Stepper:
             G.ptypenum = typenums[j]
             G.k = 0
             G.x = <void **>PyMem_Malloc(
-                kg * (NSLOTS * sizeof(void *) + sizeof(uint64_t) + sizeof(size_t)
+                kg * (NSLOTS * sizeof(void *) + sizeof(uint64_t) + 2 * sizeof(size_t)
                       + sizeof(double)) + 1)
             if G.x == NULL:
                 raise MemoryError()
             memset(G.x, 0, kg * NSLOTS * sizeof(void *))
             G.stream = <uint64_t *>(G.x + NSLOTS * kg)
             G.n = <size_t *>(G.stream + kg)
+            G.un = G.n + kg
             G.wd = NULL
+            G.factors = NULL
             memset(&G.fmt, 0, sizeof(fo_formats))
             G.fmt.p, state, G.staged, G.kahan = formats[j]
             for s in range(FO_MAX_STATES):
@@ -198,6 +217,7 @@ cdef class Stepper:
             self.nbytes[i] = <size_t>cnp.PyArray_NBYTES(p)
             G.n[G.k] = <size_t>cnp.PyArray_SIZE(p)
             G.stream[G.k] = <uint64_t>i
+            G.un[G.k] = G.n[G.k] if takes is None or takes[i] else 0
             self.total += G.n[G.k]
             for s in range(len(rows[i])):
                 if rows[i][s] is None:
@@ -273,11 +293,51 @@ cdef class Stepper:
         has_decay = any(weight_decay)
         for j in range(self.ngroups):
             G = &self.groups[j]
-            G.wd = <double *>(G.n + G.k) if has_decay else NULL
+            G.wd = <double *>(G.un + G.k) if has_decay else NULL
         if has_decay:
             for i in range(self.k):
                 G = &self.groups[self.group[i]]
                 G.wd[self.slot[i]] = <double>weight_decay[i]
+
+    def _bind_factors(self, list factors):
+        """The factored state of each key (in the parameters' order): None, or
+        (row, col, per, rows, cols) as fo_factors says (fastoptim.h): three
+        C-contiguous vectors of the parameter's dtype and the matrices' shape in
+        memory order. Returns False (the caller then unbinds) for a vector the C
+        path does not take."""
+        cdef Py_ssize_t i, j
+        cdef Group *G
+        cdef cnp.ndarray a
+        cdef void *ptr[3]
+        if self.rule < 0:
+            return False
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            PyMem_Free(G.factors)
+            G.factors = <fo_factors *>PyMem_Malloc(G.k * sizeof(fo_factors) + 1)
+            if G.factors == NULL:
+                raise MemoryError()
+            memset(G.factors, 0, G.k * sizeof(fo_factors))
+        refs = []
+        for i in range(self.k):
+            if factors[i] is None:
+                continue
+            G = &self.groups[self.group[i]]
+            typenum = cnp.NPY_FLOAT if G.dtype == FO_F32 else cnp.NPY_DOUBLE
+            for j in range(3):
+                a = factors[i][j]
+                if (not cnp.PyArray_Check(a) or cnp.PyArray_TYPE(a) != typenum
+                        or not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISALIGNED(a)):
+                    return False
+                refs.append(a)
+                ptr[j] = cnp.PyArray_DATA(a)
+            G.factors[self.slot[i]].row = ptr[0]
+            G.factors[self.slot[i]].col = ptr[1]
+            G.factors[self.slot[i]].per = ptr[2]
+            G.factors[self.slot[i]].rows = <size_t>factors[i][3]
+            G.factors[self.slot[i]].cols = <size_t>factors[i][4]
+        self._refs = self._refs + (refs,)
+        return True
 
     def _configure_sources(self, int sources, size_t stride, double scale):
         """Gradients of `sources` sources (data parallelism): each step's
@@ -385,7 +445,9 @@ cdef class Stepper:
         if self.ema_warmup:  # (1 + t)/(10 + t) until it reaches the decay (_fallback's)
             self.args.ema_decay = min(self.ema_decay, (1.0 + t) / (10.0 + t))
         cdef int done
-        if self.total < NOGIL_MIN:
+        if self.phase:
+            done = self._run_phase(t, lr)
+        elif self.total < NOGIL_MIN:
             done = self._update()
         else:
             # With the GIL released another thread could drop the last reference
@@ -404,10 +466,46 @@ cdef class Stepper:
             self.last_grad_norm = self.norm
         return done
 
+    cdef int _run_phase(self, object t, double lr) except -2:
+        """_update with the phase between its two halves (the GIL held for it)."""
+        cdef Py_ssize_t i
+        cdef int done
+        cdef bint release = self.total >= NOGIL_MIN
+        for i in range(self.k):
+            Py_INCREF(<object>self.grads[i])
+        self.busy = True
+        try:
+            if release:
+                with nogil:
+                    done = self._measure()
+            else:
+                done = self._measure()
+            if done:
+                self._phase_step([<object>self.grads[i] for i in range(self.k)],
+                                 self.args.grad_scale, t, lr)
+                if release:
+                    with nogil:
+                        self._apply()
+                else:
+                    self._apply()
+        finally:
+            self.busy = False
+            for i in range(self.k):
+                Py_XDECREF(self.grads[i])
+        return done
+
     cdef int _update(self) noexcept nogil:
         """The norm pass when clipping or skipping needs it, then the update of
         every dtype group with the same scalars in and out."""
-        cdef int i, j, bad = 0, g_bad
+        if not self._measure():
+            return 0
+        self._apply()
+        return 1
+
+    cdef int _measure(self) noexcept nogil:
+        """The norm pass when clipping or skipping needs it; sets the gradients'
+        scale. 0: skip the step (a non-finite gradient with skip_nonfinite)."""
+        cdef int j, bad = 0, g_bad
         cdef double total = 0.0, coef, scale = 1.0
         cdef Group *G
         if self.max_norm >= 0.0 or self.skip:
@@ -429,16 +527,22 @@ cdef class Stepper:
                 if coef < 1.0:
                     scale = coef
         self.args.grad_scale = -scale if self.maximize else scale
+        return 1
+
+    cdef void _apply(self) noexcept nogil:
+        """The update of every dtype group with the same scalars in and out."""
+        cdef int i, j
+        cdef Group *G
         for j in range(self.ngroups):
             G = &self.groups[j]
             for i in range(self.nscalars):
                 self.args.scalars[i] = self.sc[i]
             self.args.weight_decay = G.wd
             self.args.formats = &G.fmt if G.staged or G.fmt.g != FO_FMT_NATIVE else NULL
-            fo_update(self.rule, G.dtype, G.k, G.x, G.n, &self.args)
+            self.args.factors = G.factors
+            fo_update(self.rule, G.dtype, G.k, G.x, G.un, &self.args)
         for i in range(self.nscalars):
             self.sc[i] = self.args.scalars[i]
-        return 1
 
     cdef inline bint _grad_ok(self, PyObject *obj, Py_ssize_t i) noexcept:
         """Is `obj` an array the C path takes as the gradient of key i? Its

@@ -52,6 +52,10 @@ def parse_args(argv, prog="python -m fastoptim bench"):
     ap.add_argument("--loop", action="store_true",
                     help="the step inside a training loop (an MLP and the course net, forward "
                          "and backward in NumPy): quiet, then with one other process busy")
+    ap.add_argument("--distributed", action="store_true",
+                    help="fastoptim.distributed.DataParallel under mpiexec (mpiexec -n 2 python -m "
+                         "fastoptim bench --distributed): communication and update per step, "
+                         "state per rank, against one process, shard_state=False and torch ZeRO")
     ap.add_argument("--iters", type=int, default=None,
                     help="--loop: iterations per contender and round (default 30)")
     return ap.parse_args(argv)
@@ -60,6 +64,10 @@ def parse_args(argv, prog="python -m fastoptim bench"):
 def main(argv=None, out=None, prog="python -m fastoptim bench"):
     out = sys.stdout if out is None else out
     args = parse_args(sys.argv[1:] if argv is None else list(argv), prog)
+    if args.distributed:
+        from . import distributed
+
+        return distributed.main(args, out)
     if args.loop:
         from . import loop
 

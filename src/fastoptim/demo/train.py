@@ -161,6 +161,10 @@ def _parser(prog="python -m fastoptim train"):
                    help="backend that performs the training updates (default: fastoptim's); "
                         "the other one is timed on copies of the same inputs, on a sample "
                         "of the steps")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI, under mpiexec (each rank takes its share of "
+                        "every mini-batch; needs pip install 'fastoptim[mpi]'): "
+                        "mpiexec -n 2 python -m fastoptim train --distributed")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw the cost curves and decision boundaries into FILE.png (needs "
                         "matplotlib; .pdf, .svg and the other formats matplotlib knows work "
@@ -183,6 +187,13 @@ def main(argv=None, prog="python -m fastoptim train"):
     if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
         parser.error(f"--plot: the folder of {args.plot!r} does not exist")
 
+    if args.distributed:
+        if args.plot or args.backend:
+            parser.error("--distributed takes neither --plot nor --backend "
+                         "(FASTOPTIM_BACKEND=numpy chooses the NumPy backend)")
+        from .train_distributed import main as distributed_main
+
+        return distributed_main(args)
     backends = _backends()
     chosen = args.backend or _default_backend()
     if chosen not in backends:

@@ -1,5 +1,6 @@
 # Written by tools/optimizer_stubs.py from the classes' declarations; do not edit.
 import inspect
+from contextlib import AbstractContextManager
 from typing import Any, Callable, ClassVar, Mapping
 
 from numpy.typing import NDArray
@@ -10,8 +11,9 @@ _Decay = float | Mapping[str, float] | Callable[[str], float]
 _Mask = Mapping[str, bool] | Callable[[str], bool] | None
 
 __all__ = [
-    'GD', 'SGD', 'Adagrad', 'Adam', 'Adamax', 'AdamW', 'Lion', 'Momentum', 'NAdam',
-    'Optimizer', 'RAdam', 'RMSprop',
+    'GD', 'LAMB', 'SGD', 'Adafactor', 'Adagrad', 'Adam', 'Adamax', 'AdamW', 'Lion',
+    'Momentum', 'Muon', 'NAdam', 'Optimizer', 'RAdam', 'RMSprop', 'ScheduleFreeAdamW',
+    'ScheduleFreeSGD',
 ]
 
 class Optimizer:
@@ -75,6 +77,24 @@ class GD(Optimizer):
         stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
 
+class LAMB(Optimizer):
+    def __init__(
+        self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta1: float = 0.9,
+        beta2: float = 0.999, epsilon: float = 1e-06, weight_decay: _Decay = 0.01,
+        weight_decay_mask: _Mask = None, maximize: bool = False,
+        max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
+    ) -> None: ...
+    beta1: float
+    beta2: float
+    epsilon: float
+    maximize: bool
+    @property
+    def weight_decay(self) -> float | dict[str, float]: ...
+    @weight_decay.setter
+    def weight_decay(self, value: _Decay) -> None: ...
+
 class SGD(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, momentum: float = 0.0,
@@ -88,6 +108,25 @@ class SGD(Optimizer):
     momentum: float
     dampening: float
     nesterov: bool
+    maximize: bool
+    @property
+    def weight_decay(self) -> float | dict[str, float]: ...
+    @weight_decay.setter
+    def weight_decay(self, value: _Decay) -> None: ...
+
+class Adafactor(Optimizer):
+    def __init__(
+        self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta2_decay: float = -0.8,
+        epsilon1: float | None = None, epsilon2: float = 0.001, d: float = 1.0,
+        weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
+        max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
+    ) -> None: ...
+    beta2_decay: float
+    epsilon1: float | None
+    epsilon2: float
+    d: float
     maximize: bool
     @property
     def weight_decay(self) -> float | dict[str, float]: ...
@@ -185,6 +224,33 @@ class Momentum(Optimizer):
     beta: float
     nesterov: bool
 
+class Muon(Optimizer):
+    def __init__(
+        self, parameters: _Arrays, learning_rate: _Rate = ..., *, momentum: float = 0.95,
+        ns_steps: float = 5, ns_epsilon: float = 1e-07, adamw_beta1: float = 0.9,
+        adamw_beta2: float = 0.999, adamw_epsilon: float = 1e-08,
+        weight_decay: _Decay = 0.1, weight_decay_mask: _Mask = None, nesterov: bool = True,
+        match_rms_adamw: bool = False, maximize: bool = False, muon_mask: _Mask = None,
+        max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
+    ) -> None: ...
+    momentum: float
+    ns_steps: float
+    ns_epsilon: float
+    adamw_beta1: float
+    adamw_beta2: float
+    adamw_epsilon: float
+    nesterov: bool
+    match_rms_adamw: bool
+    maximize: bool
+    @property
+    def weight_decay(self) -> float | dict[str, float]: ...
+    @weight_decay.setter
+    def weight_decay(self, value: _Decay) -> None: ...
+    @property
+    def muon_keys(self) -> list[str]: ...
+
 class NAdam(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta1: float = 0.9,
@@ -274,3 +340,62 @@ class AdamW(Adam):
     def weight_decay(self) -> float | dict[str, float]: ...
     @weight_decay.setter
     def weight_decay(self, value: _Decay) -> None: ...
+
+class ScheduleFreeAdamW(Optimizer):
+    def __init__(
+        self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta1: float = 0.9,
+        beta2: float = 0.999, epsilon: float = 1e-08, warmup_steps: float = 0,
+        r: float = 0.0, weight_lr_power: float = 2.0, weight_decay: _Decay = 0.0,
+        weight_decay_mask: _Mask = None, maximize: bool = False,
+        max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
+    ) -> None: ...
+    beta1: float
+    beta2: float
+    epsilon: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    maximize: bool
+    @property
+    def weight_sum(self) -> float: ...
+    @property
+    def lr_max(self) -> float: ...
+    @property
+    def weight_decay(self) -> float | dict[str, float]: ...
+    @weight_decay.setter
+    def weight_decay(self, value: _Decay) -> None: ...
+    def eval(self) -> None: ...
+    @property
+    def eval_mode(self) -> bool: ...
+    def evaluation(self) -> AbstractContextManager[None]: ...
+    def train(self) -> None: ...
+
+class ScheduleFreeSGD(Optimizer):
+    def __init__(
+        self, parameters: _Arrays, learning_rate: _Rate = ..., *, momentum: float = 0.9,
+        warmup_steps: float = 0, r: float = 0.0, weight_lr_power: float = 2.0,
+        weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
+        max_grad_norm: float | None = None, skip_nonfinite: bool = False,
+        ema_decay: float | None = None, ema_warmup: bool = False,
+        gradient_accumulation_steps: int = 1, arena: bool = True,
+    ) -> None: ...
+    momentum: float
+    warmup_steps: float
+    r: float
+    weight_lr_power: float
+    maximize: bool
+    @property
+    def weight_sum(self) -> float: ...
+    @property
+    def lr_max(self) -> float: ...
+    @property
+    def weight_decay(self) -> float | dict[str, float]: ...
+    @weight_decay.setter
+    def weight_decay(self, value: _Decay) -> None: ...
+    def eval(self) -> None: ...
+    @property
+    def eval_mode(self) -> bool: ...
+    def evaluation(self) -> AbstractContextManager[None]: ...
+    def train(self) -> None: ...

@@ -43,22 +43,41 @@ class Hyperparameter:
     """A real-valued setting: its default, its check (a function of (value,
     name) in fastoptim._validate) and its documentation (one line: what it is,
     its range and units). `state`: set when the value is the initial value of
-    that state (a constructor argument only, not restored by load_state_dict)."""
+    that state (a constructor argument only, not restored by load_state_dict).
+    A default of None makes it optional: None is then a value (its check takes
+    it), left out of state dicts, and a state dict without it restores None."""
 
     def __init__(self, default, check, doc, state=None):
         self.default = default
         self.check = check
         self.doc = doc
         self.state = state
+        self.optional = default is None
+
+
+class Argument:
+    """A constructor-only setting that is not a number or a flag (e.g. Muon's
+    key predicate): its default, its documentation and its type in the stubs.
+    The class resolves it (`_resolve_arguments`) to a value that, given back to
+    the constructor, builds the same object (pickling passes it so)."""
+
+    def __init__(self, default, doc, kind, stub):
+        self.default = default
+        self.doc = doc
+        self.kind = kind    # the docstring's type
+        self.stub = stub    # the type stub's
 
 
 class Option:
-    """A boolean setting, off by default. `structural`: it decides which state
-    arrays exist, so a state dict must match it."""
+    """A boolean setting, off unless `default` is True. `structural`: it decides
+    which state arrays exist, so a state dict must match it. A state dict holds
+    an option when it is on, or off against its default; absent, it is the
+    default."""
 
-    def __init__(self, doc, structural=False):
+    def __init__(self, doc, structural=False, default=False):
         self.doc = doc
         self.structural = structural
+        self.default = default
 
 
 @dataclass(frozen=True)
@@ -72,9 +91,16 @@ class Declaration:
     options: name -> Option; an option named like one of the rule's flags sets
         it; "maximize" negates the gradient; "decoupled_weight_decay" turns L2
         decay into decoupled decay.
-    weight_decay: "l2", "decoupled" or None (no weight decay); its default.
+    weight_decay: "l2", "decoupled", "update" (the rule adds weight_decay * W
+        to its update direction) or None (no weight decay); its default.
     state_names: the rule's state slot name -> the public name.
     fixed_flags: rule flags that are always on.
+    states: the class's own state arrays beyond the rule's slots (kept by its
+        NumPy phase, or given to the kernel as a factored state), laid out
+        per key by `_state_shapes`.
+    state_from_parameters: states that start as a copy of the parameters.
+    scalar_defaults: the rule's scalar state's initial values (default 1.0).
+    arguments: name -> Argument, constructor-only settings of other kinds.
     """
 
     rule: str
@@ -85,6 +111,10 @@ class Declaration:
     weight_decay_default: float = 0.0
     state_names: dict = field(default_factory=dict)
     fixed_flags: tuple = ()
+    states: tuple = ()
+    state_from_parameters: tuple = ()
+    scalar_defaults: dict = field(default_factory=dict)
+    arguments: dict = field(default_factory=dict)
 
 
 MAXIMIZE = Option("Ascend instead of descend: the gradient is negated before the "
@@ -98,9 +128,18 @@ class Optimizer(_backend.Stepper):
     hyperparameters, options and weight-decay style; it overrides
     `_rule_hyperparameters` when its hyperparameters are not the rule's by
     name, and `_check_settings` for cross-checks between settings.
+
+    A class whose step is more than its rule overrides some of: `_phase`
+    (NumPy work of each step between the gradients' norm and the rule's
+    update, in both backends), `_rule_takes` (the keys the rule updates; the
+    phase updates the others), `_state_shapes` (which states a key has, of
+    which shape), `_factors_of` (a key's factored state for the kernel),
+    `_resolve_arguments`, and `_state_extras`/`_check_state_extras` (state
+    dict entries of its own).
     """
 
     declaration = None
+    _phase = None  # or a method (grads, scale, t, lr): see _phase_step
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -160,6 +199,9 @@ class Optimizer(_backend.Stepper):
                              "16-bit parameters back; choose one")
         self._seed = _seed(args["seed"], "seed")
         arrays = _check_parameters(parameters)
+        self._arguments = {name: args[name] for name in self.declaration.arguments}
+        self._resolve_arguments(arrays)
+        self._check_storage(arrays)
         self._keys = [k for k, _ in arrays]
         self._mask = None
         self._wd = {k: 0.0 for k in self._keys}
@@ -172,18 +214,30 @@ class Optimizer(_backend.Stepper):
         self._t = 0
         self.last_grad_norm = None
         self._superseded = None
+        self._blocked = None
         self._arena = arena
-        self._scalars = tuple(1.0 for _ in self._rule.scalars)
+        self._scalars = tuple(float(self.declaration.scalar_defaults.get(name, 1.0))
+                              for name in self._rule.scalars)
         flags = self._rule_flags(construction=True)
         # the rule's state slots this object keeps (by its flags now)
         self._slots = tuple(not need or bool(flags & need) for need in self._rule.state_flags)
         names = tuple(self.declaration.state_names.get(s, s) for s in self._rule.states)
         kept = tuple(n for n, keep in zip(names, self._slots) if keep)
+        own = kept + self.declaration.states
         extra = (("ema",) if self._ema_decay is not None else ()) + \
             (("grad_sum",) if self._accumulate > 1 else ())
+        # the keys the rule updates (the phase updates the others)
+        self._takes = [bool(self._rule_takes(k, p)) for k, p in arrays]
+        shapes = {name: {} for name in own + extra}
+        for k, p in arrays:
+            for name, shape in self._state_shapes(k, p, own).items():
+                shapes[name][k] = shape
+            for name in extra:
+                shapes[name][k] = p.shape
         if arena:
             self._claim(arrays)
-        layout = _Layout(kept, extra, self._state_bits, self._min_8bit, self._kahan)
+        layout = _Layout(kept, self.declaration.states, extra, shapes, self._state_bits,
+                         self._min_8bit, self._kahan)
         self._params, self._state, self._buffers = _build(arrays, layout, arena)
         # per key, how its streams are stored (None: all in the parameter's dtype)
         unsigned = dict(zip(names, self._rule.unsigned))
@@ -194,9 +248,15 @@ class Optimizer(_backend.Stepper):
         for slot, value in init.items():
             name = self.declaration.state_names.get(slot, slot)
             for k in self._keys:
-                _fill_state(self._storage[k], names.index(name), self._state[name]["d" + k],
-                            value)
-        if "ema" in self._state:  # the average starts at the parameters
+                if "d" + k in self._state[name]:
+                    _fill_state(self._storage[k], names.index(name),
+                                self._state[name]["d" + k], value)
+        for name in self.declaration.state_from_parameters:
+            for k in self._keys:
+                if "d" + k in self._state[name]:
+                    _fill_state(self._storage[k], names.index(name) if name in names else -1,
+                                self._state[name]["d" + k], _fallback.widen_any(self._params[k]))
+        if "ema" in self._state:  # the moving average starts at the parameters too
             for k in self._keys:
                 self._state["ema"]["d" + k][...] = _fallback.widen_any(self._params[k])
         self._accumulated = 0  # gradients summed so far in this cycle
@@ -208,21 +268,26 @@ class Optimizer(_backend.Stepper):
         # per key: p, the rule's state slots (padded to the C slots), the EMA, the
         # Kahan compensation, the slots' block maxima
         pad = (None,) * (_fallback.MAX_STATES - len(names))
-        rows = []
+        self._rows = []
         for k in self._keys:
             st = self._storage[k]
-            rows.append([self._params[k]]
-                        + [self._state[n]["d" + k] if keep else None
-                           for n, keep in zip(names, self._slots)] + list(pad)
-                        + [self._state["ema"]["d" + k] if "ema" in self._state else None]
-                        + ([None] * (1 + _fallback.MAX_STATES) if st is None
-                           else [st.kahan, *st.absmax]))
-        self._bind(self.declaration.rule, list(self._keys), rows, self._rule.unsigned)
-        # the NumPy step's arrays, by dtype group: (index, key, p, state slots, ema)
+            self._rows.append([self._params[k]]
+                              + [self._state[n].get("d" + k) if keep else None
+                                 for n, keep in zip(names, self._slots)] + list(pad)
+                              + [self._state["ema"]["d" + k] if "ema" in self._state else None]
+                              + ([None] * (1 + _fallback.MAX_STATES) if st is None
+                                 else [st.kahan, *st.absmax]))
+        rows = self._rows
+        # a key's factored state for the kernel: (row, col, per) shaped to broadcast
+        self._factors = [self._factors_of(k, self._params[k]) for k in self._keys]
+        self._bind_all()
+        # the NumPy step's arrays, by dtype group: (index, key, p, state slots,
+        # ema, () or (factors,))
         self._arrays_by_group = {
             group[0]: [(i, self._keys[i], np.asarray(rows[i][0]),
                         [None if a is None else np.asarray(a) for a in rows[i][1:1 + len(names)]],
-                        rows[i][1 + _fallback.MAX_STATES])
+                        rows[i][1 + _fallback.MAX_STATES],
+                        () if self._factors[i] is None else (self._factors[i],))
                        for i in group]
             for group in self._groups}
         if self._accumulate > 1:  # every call goes through the accumulation first
@@ -232,6 +297,105 @@ class Optimizer(_backend.Stepper):
             parameters.update(self._params)
             for buffer in self._buffers:
                 _ARENAS[id(buffer)] = self
+
+    def _bind_all(self):
+        """Hand the compiled step its arrays (the NumPy step keeps its own): every
+        key's row, which keys the rule takes, the phase, the factored state."""
+        takes = None if all(self._takes) else list(self._takes)
+        self._bind(self.declaration.rule, list(self._keys), self._rows, self._rule.unsigned,
+                   takes, self._phase is not None)
+        if any(f is not None for f in self._factors):
+            views = [None if f is None else _factor_views(self._params[k], *f)
+                     for k, f in zip(self._keys, self._factors)]
+            if any(v is None and f is not None for v, f in zip(views, self._factors)) \
+                    or not self._bind_factors(views):
+                self._unbind()  # a layout the kernel does not take: every step in NumPy
+
+    def _block(self, message):
+        """Refuse to step (RuntimeError(message)) until _unblock(); nothing else changes."""
+        self._blocked = message
+        self._unbind()
+
+    def _unblock(self):
+        self._blocked = None
+        if self._superseded is None:
+            self._bind_all()
+            self._configure_step()
+
+    def _check_storage(self, arrays):
+        """Refuse, before anything changes, the storage settings of a class
+        whose step is not elementwise (the C driver stages 16-bit and 8-bit
+        streams for elementwise rules only; _storage_refusal says why)."""
+        why = self._storage_refusal()
+        if why is None:
+            return
+        name = type(self).__name__
+        if self._state_bits != 32:
+            raise ValueError(f"{name} takes state_bits=32 only ({why}), "
+                             f"got state_bits={self._state_bits}")
+        for arg, on in (("kahan_summation", self._kahan),
+                        ("stochastic_rounding", self._sr)):
+            if on:
+                raise ValueError(f"{name} does not take {arg}=True ({why}): its "
+                                 f"parameters are float32 or float64")
+        for key, p in arrays:
+            if check.is_16bit(p.dtype):
+                raise TypeError(f"{name} takes float32 or float64 parameters only ({why}), "
+                                f"got parameters[{key!r}] of {p.dtype}")
+
+    def _storage_refusal(self):
+        """None when the class takes 16-bit parameters and bfloat16 or 8-bit
+        state, else why not."""
+        if self._rule.reduce is not None:
+            return "its rule reduces over whole arrays"
+        if self._phase is not None:
+            return "its step has a NumPy phase"
+        if self.declaration.states or type(self)._factors_of is not Optimizer._factors_of:
+            return "its state is factored"
+        return None
+
+    # --- what a class whose step is more than its rule overrides ------------------------
+
+    def _resolve_arguments(self, arrays):
+        """Check self._arguments (the constructor's Arguments) against the
+        parameters, a list of (key, array), and resolve them in place."""
+
+    def _rule_takes(self, key, p):
+        """Does the rule update parameters[key]? (else the phase does)"""
+        return True
+
+    def _state_shapes(self, key, p, names):
+        """{state name: shape} of the states key has, of `names` (the rule's
+        slots this object keeps, then the declaration's own states): by
+        default every one, of the parameter's shape."""
+        return {name: p.shape for name in names}
+
+    def _factors_of(self, key, p):
+        """None, or key's factored state as (row, col, per): arrays of the
+        parameter's dtype that broadcast against it, whose row*col/per is the
+        rule's estimate (fo_factors); the last two dimensions are factored."""
+        return None
+
+    def _phase_step(self, grads, scale, t, lr):
+        """The class's NumPy phase of a step (_phase), given the gradients in key
+        order (their dtype and shape checked), the scale the update reads them
+        with (clipping, maximize: negative), the step number and the learning
+        rate; then the moving average of the keys the rule does not take."""
+        self._phase(grads, scale, t, lr)
+        if self._ema_decay is not None and not all(self._takes):
+            d = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
+            for k, takes in zip(self._keys, self._takes):
+                if not takes:
+                    _fallback.ema_update(self._state["ema"]["d" + k], self._params[k], d)
+
+    def _state_extras(self):
+        """State dict entries of the class's own."""
+        return {}
+
+    def _check_state_extras(self, sd):
+        """Take (pop) and check the class's own entries of the state dict `sd`;
+        return a function that applies them."""
+        return lambda: None
 
     # --- settings ---------------------------------------------------------------------
 
@@ -261,7 +425,8 @@ class Optimizer(_backend.Stepper):
         style = self.declaration.weight_decay
         if self._opts.get("decoupled_weight_decay"):
             style = "decoupled"
-        return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED}.get(style, 0)
+        return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED,
+                "update": _fallback.DECAY_UPDATE}.get(style, 0)
 
     def _rounding(self):
         return (_fallback.ROUND_KAHAN if self._kahan else
@@ -300,6 +465,8 @@ class Optimizer(_backend.Stepper):
         norm, skip, scale and update as the compiled step."""
         if self._superseded is not None:
             raise RuntimeError(self._superseded)
+        if self._blocked is not None:
+            raise RuntimeError(self._blocked)
         gs = self._checked_grads(grads)
         scale = 1.0
         if self._max_norm is not None or self._skip:
@@ -315,17 +482,20 @@ class Optimizer(_backend.Stepper):
                     scale = coef
         if self._opts.get("maximize"):
             scale = -scale
+        if self._phase is not None:
+            self._phase_step(gs, scale, t, lr)
         hyper, flags, decay = self._rule_hyperparameters(), self._rule_flags(), self._decay_style()
         scalars = self._scalars
         ema = None
         if self._ema_decay is not None:
             ema = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
         for group in self._groups:
-            entries = self._arrays_by_group[group[0]]
-            rows = [(p, gs[i], s, self._wd[k], self._storage[k]) for i, k, p, s, _ in entries]
+            entries = [e for e in self._arrays_by_group[group[0]] if self._takes[e[0]]]
+            rows = [(p, gs[i], s, self._wd[k], self._storage[k], *f)
+                    for i, k, p, s, _, f in entries]
             new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
             if ema is not None:
-                for _, _, p, _, e in entries:
+                for _, _, p, _, e, _ in entries:
                     _fallback.ema_update(e, _fallback.widen_any(p), ema)
         if self._groups:
             self._scalars = new
@@ -387,6 +557,9 @@ class Optimizer(_backend.Stepper):
         calls are summed in call order (in the parameters' dtype) and scaled by
         1/k; every k-th call steps with them and returns what that step returns,
         the others return False. A call that raises changes nothing."""
+        for refusal in (self._superseded, self._blocked):
+            if refusal is not None:
+                raise RuntimeError(refusal)
         gs = self._checked_grads(grads)
         acc = self._state["grad_sum"]
         with np.errstate(all="ignore"):
@@ -575,8 +748,9 @@ class Optimizer(_backend.Stepper):
             schedule = _schedules.to_state(self._schedule)
             if schedule is not None:
                 items.update({"learning_rate/" + k: v for k, v in schedule.items()})
-        items.update(self._h)
-        items.update({name: True for name, on in self._opts.items() if on})
+        items.update({k: v for k, v in self._h.items() if v is not None})
+        items.update({name: on for name, on in self._opts.items()
+                      if on or self.declaration.options[name].default})
         if any(self._wd.values()):
             wd = self.weight_decay
             if isinstance(wd, dict):
@@ -595,6 +769,7 @@ class Optimizer(_backend.Stepper):
         if self._sr:
             items["stochastic_rounding"] = True
             items["seed"] = self._seed
+        items.update(self._state_extras())
         for name, d in self._state.items():
             for dkey, a in d.items():
                 items[f"{name}/{dkey}"] = a.copy() if copy else a
@@ -675,11 +850,11 @@ class Optimizer(_backend.Stepper):
         t = int(t)
         if t < 0:
             raise ValueError(f"state_dict['t'] must be >= 0, got {t}")
-        hyper = {k: h.check(take(k), k) for k, h in self.declaration.hyperparameters.items()
-                 if h.state is None}
+        hyper = {k: h.check(take(k) if k in sd or not h.optional else None, k)
+                 for k, h in self.declaration.hyperparameters.items() if h.state is None}
         opts = {}
-        for opt, o in self.declaration.options.items():  # absent: off
-            value = check.flag(take(opt), f"state_dict[{opt!r}]") if opt in sd else False
+        for opt, o in self.declaration.options.items():  # absent: the default
+            value = check.flag(take(opt), f"state_dict[{opt!r}]") if opt in sd else o.default
             if o.structural and value != self._opts[opt]:
                 raise ValueError(f"state_dict has {opt}={value} but this {name} has "
                                  f"{opt}={self._opts[opt]}")
@@ -753,6 +928,7 @@ class Optimizer(_backend.Stepper):
                 if id(_root(src)) in self._written_roots:  # one of our own arrays
                     src = src.copy()
                 copies.append((dest, src))
+        apply_extras = self._check_state_extras(sd)
         if sd:
             raise KeyError(f"state_dict has unexpected keys for {name}: "
                            f"{', '.join(repr(k) for k in sorted(sd))}")
@@ -772,6 +948,7 @@ class Optimizer(_backend.Stepper):
             if lr is not keep:
                 self.learning_rate = lr
             self._configure_step()
+            apply_extras()
 
         return apply
 
@@ -803,6 +980,7 @@ class Optimizer(_backend.Stepper):
                         state_bits=self._state_bits, min_8bit_size=self._min_8bit,
                         kahan_summation=self._kahan, stochastic_rounding=self._sr,
                         seed=self._seed)
+        settings.update(self._arguments)
         return (_restore, (type(self), self._params, settings, self._state_items(copy=False)))
 
 
@@ -873,7 +1051,10 @@ def _signature(cls):
     if cls.declaration.weight_decay is not None:
         params += [P("weight_decay", P.KEYWORD_ONLY, default=cls.declaration.weight_decay_default),
                    P("weight_decay_mask", P.KEYWORD_ONLY, default=None)]
-    params += [P(name, P.KEYWORD_ONLY, default=False) for name in cls.declaration.options]
+    params += [P(name, P.KEYWORD_ONLY, default=o.default)
+               for name, o in cls.declaration.options.items()]
+    params += [P(name, P.KEYWORD_ONLY, default=a.default)
+               for name, a in cls.declaration.arguments.items()]
     params += [P("max_grad_norm", P.KEYWORD_ONLY, default=None),
                P("skip_nonfinite", P.KEYWORD_ONLY, default=False),
                P("ema_decay", P.KEYWORD_ONLY, default=None),
@@ -970,16 +1151,20 @@ def _parameters_doc(cls):
     entry("learning_rate", _COMMON_DOC["learning_rate"][0] + f", default {cls.declaration.learning_rate}",
           _COMMON_DOC["learning_rate"][1])
     for name, h in cls.declaration.hyperparameters.items():
-        entry(name, f"float, default {h.default}", h.doc)
+        entry(name, f"float{' or None' if h.optional else ''}, default {h.default}", h.doc)
     if cls.declaration.weight_decay is not None:
         style = {"l2": "L2: weight_decay * W is added to the gradient",
                  "decoupled": "decoupled: W is scaled by 1 - learning_rate * weight_decay "
-                              "before the step (Loshchilov & Hutter 2019)"}[cls.declaration.weight_decay]
+                              "before the step (Loshchilov & Hutter 2019)",
+                 "update": "weight_decay * W added to the update direction, as the update "
+                           "rule above shows"}[cls.declaration.weight_decay]
         kind, doc = _COMMON_DOC["weight_decay"]
         entry("weight_decay", f"{kind}, default {cls.declaration.weight_decay_default}", f"{doc} Applied as {style}.")
         entry("weight_decay_mask", *_COMMON_DOC["weight_decay_mask"])
     for name, o in cls.declaration.options.items():
-        entry(name, "bool, default False", o.doc)
+        entry(name, f"bool, default {o.default}", o.doc)
+    for name, a in cls.declaration.arguments.items():
+        entry(name, f"{a.kind}, default {a.default}", a.doc)
     defaults = {"max_grad_norm": "None", "skip_nonfinite": "False", "ema_decay": "None",
                 "ema_warmup": "False", "gradient_accumulation_steps": "1", "state_bits": "32",
                 "min_8bit_size": str(MIN_8BIT_SIZE), "kahan_summation": "False",
@@ -1101,25 +1286,32 @@ def _aligned_zeros(dtype, count, j):
 
 
 class _Layout:
-    """Which state arrays each parameter has, and in which dtype (the storage
-    formats). The rule's kept slots `slots`: in the parameter's dtype for
-    float64 (and other non-float32) parameters; for float32 and 16-bit ones,
-    float32 (state_bits=32), uint16 bfloat16 bits (16), or uint8 codes with
-    float32 block maxima "<slot>_absmax" (8) for parameters of at least
-    min_8bit_size elements (float32 below). Then `extra` ("ema", "grad_sum":
-    float32 for 16-bit parameters) and, with kahan_summation, "kahan_comp" for
-    16-bit parameters, in their dtype."""
+    """Which state arrays each parameter has, of which shape and dtype (the
+    storage formats). `shapes`: state name -> {key: shape} of the keys that
+    have it (the class's _state_shapes; the extras of every key). The rule's
+    kept slots `slots`: in the parameter's dtype for float64 (and other
+    non-float32) parameters; for float32 and 16-bit ones, float32
+    (state_bits=32), uint16 bfloat16 bits (16), or uint8 codes with float32
+    block maxima "<slot>_absmax" (8) for parameters of at least min_8bit_size
+    elements (float32 below). The class's own states `own` and a state not of
+    its parameter's shape: float32 or float64, C-ordered (the classes that
+    have them take no storage format: Optimizer._check_storage). Then `extra`
+    ("ema", "grad_sum": float32 for 16-bit parameters) and, with
+    kahan_summation, "kahan_comp" for 16-bit parameters, in their dtype."""
 
-    def __init__(self, slots, extra, bits, min_8bit_size, kahan):
+    def __init__(self, slots, own, extra, shapes, bits, min_8bit_size, kahan):
         self.slots = tuple(slots)
+        self.own = tuple(own)
         self.extra = tuple(extra)
+        self.shapes = shapes
         self.bits = bits
         self.min_8bit_size = min_8bit_size
         self.kahan = kahan
 
     def names(self):
         absmax = tuple(n + "_absmax" for n in self.slots) if self.bits == 8 else ()
-        return self.slots + absmax + self.extra + (("kahan_comp",) if self.kahan else ())
+        return (self.slots + absmax + self.own + self.extra
+                + (("kahan_comp",) if self.kahan else ()))
 
     def _stored(self, p):
         """The slots of p are stored in a format (float32 and 16-bit parameters)."""
@@ -1128,9 +1320,18 @@ class _Layout:
     def _q8(self, p):
         return self.bits == 8 and self._stored(p) and p.size >= self.min_8bit_size
 
-    def spec(self, name, p):
-        """(dtype, elements, shape, order) of state `name` of p, or None."""
+    def spec(self, name, key, p):
+        """(dtype, elements, shape, order) of state `name` of parameters[key] (p),
+        or None when it has none."""
         like = (p.size, p.shape, _order(p))
+        if name in self.shapes:
+            if key not in self.shapes[name]:
+                return None
+            shape = self.shapes[name][key]
+            if shape != p.shape:
+                return (check.state_dtype(p.dtype), math.prod(shape), shape, "C")
+            if name in self.own:
+                return (check.state_dtype(p.dtype),) + like
         if name in self.slots:
             if not self._stored(p):
                 return (p.dtype,) + like
@@ -1138,6 +1339,8 @@ class _Layout:
                 return (np.dtype(np.uint16),) + like
             return (np.dtype(np.uint8 if self._q8(p) else np.float32),) + like
         if name.endswith("_absmax") and name[:-len("_absmax")] in self.slots:
+            if key not in self.shapes.get(name[:-len("_absmax")], {key: None}):
+                return None
             blocks = -(-p.size // _fallback.Q8_BLOCK)
             return (np.dtype(np.float32), blocks, (blocks,), "C") if self._q8(p) else None
         if name == "kahan_comp":
@@ -1169,14 +1372,16 @@ class _Layout:
 
 
 def _fill_state(storage, j, a, value):
-    """Set every element of state slot j (array a) to `value`, in its format."""
-    kind = _fallback.FMT_NATIVE if storage is None else storage.state[j]
+    """Set state slot j (array a; j < 0: a state that is not a slot) to `value`,
+    a number or float32 values of a's shape, in its format."""
+    kind = _fallback.FMT_NATIVE if storage is None or j < 0 else storage.state[j]
     if kind == _fallback.FMT_BF16:
-        a[...] = _fallback.narrow(np.float32(value), _fallback.FMT_BF16)
+        a[...] = _fallback.narrow(np.broadcast_to(np.asarray(value, np.float32), a.shape),
+                                  _fallback.FMT_BF16)
     elif kind in (_fallback.FMT_Q8, _fallback.FMT_Q8_UNSIGNED):
-        storage.store_state(j, a, np.full(a.shape, value, np.float32))
+        storage.store_state(j, a, np.array(np.broadcast_to(np.asarray(value, np.float32), a.shape)))
     else:
-        a.fill(value)
+        a[...] = value
 
 
 def _build(arrays, layout, arena):
@@ -1196,7 +1401,7 @@ def _build(arrays, layout, arena):
         for name in layout.names():
             by_sdtype = {}
             for key, p in items:
-                spec = layout.spec(name, p)
+                spec = layout.spec(name, key, p)
                 if spec is not None:
                     by_sdtype.setdefault(spec[0], []).append((key,) + spec[1:])
             streams += [(name, sd, specs) for sd, specs in by_sdtype.items()]
@@ -1219,6 +1424,22 @@ def _build(arrays, layout, arena):
     state = {name: {"d" + key: d["d" + key] for key, _ in arrays if "d" + key in d}
              for name, d in state.items()}
     return params, state, buffers
+
+
+def _factor_views(p, row, col, per):
+    """The kernel's view of a factored state (fo_factors): (row, col, per,
+    rows, cols) in p's memory order, or None for a layout it does not take.
+    A C-ordered p of shape (..., m, n) is matrices of m x n; a Fortran-ordered
+    2-D p is one n x m matrix whose rows are p's columns (row*col = col*row)."""
+    if p.ndim < 2 or not (p.flags.c_contiguous or (p.ndim == 2 and p.flags.f_contiguous)):
+        return None
+    m, n = p.shape[-2:]
+    if not all(a.flags.c_contiguous and a.dtype == p.dtype for a in (row, col, per)):
+        return None
+    vectors = [a.reshape(-1) for a in (row, col, per)]
+    if p.flags.c_contiguous:
+        return (vectors[0], vectors[1], vectors[2], m, n)
+    return (vectors[1], vectors[0], vectors[2], n, m)
 
 
 def _groups(params):
