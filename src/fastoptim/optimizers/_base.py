@@ -237,7 +237,7 @@ class Optimizer(_backend.Stepper):
         if arena:
             self._claim(arrays)
         layout = _Layout(kept, self.declaration.states, extra, shapes, self._state_bits,
-                         self._min_8bit, self._kahan)
+                         self._min_8bit, self._kahan, self.declaration.state_from_parameters)
         self._params, self._state, self._buffers = _build(arrays, layout, arena)
         # per key, how its streams are stored (None: all in the parameter's dtype)
         unsigned = dict(zip(names, self._rule.unsigned))
@@ -1293,14 +1293,17 @@ class _Layout:
     non-float32) parameters; for float32 and 16-bit ones, float32
     (state_bits=32), uint16 bfloat16 bits (16), or uint8 codes with float32
     block maxima "<slot>_absmax" (8) for parameters of at least min_8bit_size
-    elements (float32 below). The class's own states `own` and a state not of
+    elements (float32 below; and always for the slots in `iterates`, states
+    that start at the parameters: iterates, not moments, which the 8-bit maps
+    are for). The class's own states `own` and a state not of
     its parameter's shape: float32 or float64, C-ordered (the classes that
     have them take no storage format: Optimizer._check_storage). Then `extra`
     ("ema", "grad_sum": float32 for 16-bit parameters) and, with
     kahan_summation, "kahan_comp" for 16-bit parameters, in their dtype."""
 
-    def __init__(self, slots, own, extra, shapes, bits, min_8bit_size, kahan):
+    def __init__(self, slots, own, extra, shapes, bits, min_8bit_size, kahan, iterates=()):
         self.slots = tuple(slots)
+        self.iterates = tuple(iterates)
         self.own = tuple(own)
         self.extra = tuple(extra)
         self.shapes = shapes
@@ -1309,7 +1312,8 @@ class _Layout:
         self.kahan = kahan
 
     def names(self):
-        absmax = tuple(n + "_absmax" for n in self.slots) if self.bits == 8 else ()
+        absmax = tuple(n + "_absmax" for n in self.slots
+                       if n not in self.iterates) if self.bits == 8 else ()
         return (self.slots + absmax + self.own + self.extra
                 + (("kahan_comp",) if self.kahan else ()))
 
@@ -1317,8 +1321,9 @@ class _Layout:
         """The slots of p are stored in a format (float32 and 16-bit parameters)."""
         return p.dtype == np.float32 or check.is_16bit(p.dtype)
 
-    def _q8(self, p):
-        return self.bits == 8 and self._stored(p) and p.size >= self.min_8bit_size
+    def _q8(self, p, name=None):
+        return (self.bits == 8 and self._stored(p) and p.size >= self.min_8bit_size
+                and name not in self.iterates)
 
     def spec(self, name, key, p):
         """(dtype, elements, shape, order) of state `name` of parameters[key] (p),
@@ -1337,12 +1342,13 @@ class _Layout:
                 return (p.dtype,) + like
             if self.bits == 16:
                 return (np.dtype(np.uint16),) + like
-            return (np.dtype(np.uint8 if self._q8(p) else np.float32),) + like
-        if name.endswith("_absmax") and name[:-len("_absmax")] in self.slots:
-            if key not in self.shapes.get(name[:-len("_absmax")], {key: None}):
+            return (np.dtype(np.uint8 if self._q8(p, name) else np.float32),) + like
+        slot = name[:-len("_absmax")]
+        if name.endswith("_absmax") and slot in self.slots:
+            if key not in self.shapes.get(slot, {key: None}) or not self._q8(p, slot):
                 return None
             blocks = -(-p.size // _fallback.Q8_BLOCK)
-            return (np.dtype(np.float32), blocks, (blocks,), "C") if self._q8(p) else None
+            return (np.dtype(np.float32), blocks, (blocks,), "C")
         if name == "kahan_comp":
             return (p.dtype,) + like if check.is_16bit(p.dtype) else None
         return (check.state_dtype(p.dtype),) + like  # ema, grad_sum
@@ -1360,7 +1366,7 @@ class _Layout:
                 kind = _fallback.FMT_NATIVE
             elif self.bits == 16:
                 kind = _fallback.FMT_BF16
-            elif self._q8(p):
+            elif self._q8(p, name):
                 kind = _fallback.FMT_Q8_UNSIGNED if unsigned[name] else _fallback.FMT_Q8
                 am = state[name + "_absmax"][dkey]
             else:
