@@ -84,7 +84,9 @@ class LAMB(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -121,7 +123,9 @@ class Adafactor(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta2_decay: float
     epsilon1: float | None
@@ -233,7 +237,9 @@ class Muon(Optimizer):
         match_rms_adamw: bool = False, maximize: bool = False, muon_mask: _Mask = None,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     ns_steps: float
@@ -349,7 +355,9 @@ class ScheduleFreeAdamW(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -379,7 +387,9 @@ class ScheduleFreeSGD(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     warmup_steps: float

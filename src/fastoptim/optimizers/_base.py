@@ -1115,7 +1115,11 @@ _COMMON_DOC = {
                    "Dettmers et al. 2022, signed for first moments and momentum, unsigned "
                    "for second moments, each the exact nearest code; dequantized, updated "
                    "and requantized in one pass). float64 parameters keep float64 state; "
-                   "the moving average and the gradient sum stay in full precision."),
+                   "the moving average and the gradient sum stay in full precision, and a "
+                   "state that starts at the parameters (Schedule-Free's z) stays float32 "
+                   "with 8. Classes whose step is not elementwise (LAMB, Adafactor, Muon) "
+                   "take 32 only, float32 or float64 parameters, and neither "
+                   "kahan_summation nor stochastic_rounding."),
     "min_8bit_size": ("int",
                       "With state_bits=8, parameters with fewer elements keep float32 state "
                       "(as bitsandbytes does)."),
