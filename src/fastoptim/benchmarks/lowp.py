@@ -104,6 +104,8 @@ def _register(config):
     def ceiling(inputs):
         B._core()
         opt = config.make(inputs.fresh())   # its arrays get meaningless values
+        if not hasattr(opt, "_ceiling"):
+            raise B.Unavailable("the NumPy backend is in use (FASTOPTIM_BACKEND=numpy)")
         if not opt._ceiling(inputs.grads):
             raise B.Unavailable("the ceiling does not take these arrays")
         return functools.partial(opt._ceiling, inputs.grads)
