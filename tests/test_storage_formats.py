@@ -327,3 +327,33 @@ def test_issue_13_float16_cases_stay_finite(dtype):
         assert np.isfinite(P["W"].astype(np.float32)).all()
         expected = np.float32(1.0 - 0.001 * (1.0 if grad else 0.0))
         assert abs(np.float32(P["W"][0]) - expected) <= 2**-8
+
+
+@pytest.mark.parametrize("name", ["AdamW", "ScheduleFreeAdamW"])
+def test_checkpoint_of_bfloat16_and_8bit_state_resumes_bitwise(tmp_path, name):
+    """save_checkpoint / load_checkpoint with bfloat16 parameters, 8-bit state
+    and a Kahan compensation (bfloat16 stored as uint16 bits in the file):
+    resuming in a new process's objects gives the uninterrupted run's bits."""
+    info = db.BY_NAME[name]
+    start, grads = _problem(BF16, BF16, seed=9, steps=4)
+    settings = {"state_bits": 8, "min_8bit_size": 0, "kahan_summation": True}
+    params = db.copy(start)
+    opt = info.make(params, **settings)
+    for g in grads:
+        opt.step(g)
+    first_params = db.copy(start)
+    first = info.make(first_params, **settings)
+    for g in grads[:2]:
+        first.step(g)
+    path = tmp_path / "run.npz"
+    fastoptim.save_checkpoint(path, first_params, first)
+    with np.load(path) as archive:   # no pickled objects, no bfloat16 dtype in the file
+        assert all(archive[k].dtype != object and archive[k].dtype.kind != "V"
+                   for k in archive.files)
+    resumed_params = db.copy(start)
+    resumed = info.make(resumed_params, **settings)
+    fastoptim.load_checkpoint(path, resumed_params, resumed)
+    assert resumed_params["W1"].dtype == BF16
+    for g in grads[2:]:
+        resumed.step(g)
+    db.assert_same(db.snapshot(resumed, resumed_params), db.snapshot(opt, params), name)
