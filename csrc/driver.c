@@ -10,12 +10,21 @@
  * calling thread and the pool's workers claim one at a time (pool.h): a worker
  * that is slow to wake never delays the call, and which thread ran a chunk
  * never changes a result. Small calls run serially: below the threshold,
- * waking a worker costs more than it saves. */
+ * waking a worker costs more than it saves.
+ *
+ * Storage formats (fastoptim.h, fo_formats): a call whose streams are not all
+ * in its dtype runs each range in blocks (the block loop of update_range):
+ * each block's 16-bit and 8-bit streams are staged into float32 buffers on the
+ * stack, the rule's kernel runs on them unchanged, and they are written back
+ * (formats.c: the conversions, stochastic rounding, Kahan, the 8-bit
+ * quantizer). */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fastoptim.h"
+#include "formats.h"
 #include "kernels.h"
 #include "pool.h"
 
@@ -51,8 +60,13 @@
 #endif
 
 static const fo_kernels *kern = &fo_kernels_baseline;
+static const fo_formats_kernels *fmtk = &fo_formats_baseline;
 static int isa_in_use = FO_ISA_BASELINE;
+static int bf16_insn = 1;  /* use vcvtneps2bf16 where the CPU has it */
 
+static int qmaps_init(void);
+
+/* avx2 includes F16C (every CPU with AVX2 has it, but it is its own cpuid bit). */
 int fo_isa_supported(void)
 {
 #if defined(FO_MULTI_ISA) && (defined(__x86_64__) || defined(__i386__))
@@ -60,10 +74,21 @@ int fo_isa_supported(void)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq"))
         return FO_ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
         return FO_ISA_AVX2;
 #endif
     return FO_ISA_BASELINE;
+}
+
+static int cpu_has_bf16(void)
+{
+#if defined(FO_MULTI_ISA) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0;
+#else
+    return 0;
+#endif
 }
 
 int fo_init(int max_isa)
@@ -75,10 +100,24 @@ int fo_init(int max_isa)
     kern = isa == FO_ISA_AVX512 ? &fo_kernels_avx512
          : isa == FO_ISA_AVX2   ? &fo_kernels_avx2
                                 : &fo_kernels_baseline;
+    fmtk = isa == FO_ISA_AVX512 ? (bf16_insn && cpu_has_bf16() ? &fo_formats_avx512bf16
+                                                               : &fo_formats_avx512)
+         : isa == FO_ISA_AVX2   ? &fo_formats_avx2
+                                : &fo_formats_baseline;
 #endif
     isa_in_use = isa;
+    qmaps_init();
     return isa;
 }
+
+int fo_set_bf16_instructions(int on)
+{
+    bf16_insn = on != 0;
+    fo_init(isa_in_use);
+    return fmtk->impl != NULL && bf16_insn && cpu_has_bf16() && isa_in_use == FO_ISA_AVX512;
+}
+
+const char *fo_formats_impl(void) { return fmtk->impl; }
 
 int fo_isa_in_use(void) { return isa_in_use; }
 
@@ -138,13 +177,17 @@ static void run_serial(size_t k, const size_t *n, range_fn range, const void *ct
 }
 
 /* A pool job: chunk c is global elements [c*chunk, (c+1)*chunk) of the arrays
- * laid end to end. */
+ * laid end to end, each array padded to a multiple of `align` elements (1, or
+ * FO_Q8_BLOCK when 8-bit state needs every range to start on a block of its
+ * array: chunks are then multiples of it too). */
 typedef struct {
-    size_t k, total, chunk;
+    size_t k, total, chunk, align;
     const size_t *n;
     range_fn range;
     const void *ctx;
 } run_job;
+
+static size_t padded(size_t n, size_t align) { return (n + align - 1) / align * align; }
 
 static void run_share(const void *x, size_t c, size_t local[2])
 {
@@ -154,11 +197,11 @@ static void run_share(const void *x, size_t c, size_t local[2])
      * between the pool's resets to 0 a participant's chunks rise, so it only
      * moves on */
     size_t i = local[0], base = local[1];
-    while (base + j->n[i] <= lo)
-        base += j->n[i++];
+    while (base + padded(j->n[i], j->align) <= lo)
+        base += padded(j->n[i++], j->align);
     local[0] = i;
     local[1] = base;
-    for (; i < j->k && base < hi; base += j->n[i], i++) {
+    for (; i < j->k && base < hi; base += padded(j->n[i], j->align), i++) {
         const size_t a = lo > base ? lo - base : 0;
         const size_t b = hi - base < j->n[i] ? hi - base : j->n[i];
         if (a < b)
@@ -166,28 +209,30 @@ static void run_share(const void *x, size_t c, size_t local[2])
     }
 }
 
-/* Elements per chunk: see FO_CHUNK_BYTES; a multiple of 64 bytes. */
-static size_t chunk_elems(size_t total, size_t elem_size, int nt)
+/* Elements per chunk: see FO_CHUNK_BYTES; a multiple of 64 bytes and of align. */
+static size_t chunk_elems(size_t total, size_t elem_size, int nt, size_t align)
 {
     const size_t line = 64 / elem_size;
+    const size_t unit = align > line ? align : line;  /* both powers of two */
     size_t per = total / ((size_t)nt * FO_CHUNKS_PER_THREAD);
     if (per < FO_CHUNK_BYTES / elem_size)
         per = FO_CHUNK_BYTES / elem_size;
     if (per < total / (FO_POOL_MAX_CHUNKS / 2))
         per = total / (FO_POOL_MAX_CHUNKS / 2);
-    return (per + line - 1) / line * line;
+    return (per + unit - 1) / unit * unit;
 }
 
-static void run(size_t k, const size_t *n, size_t elem_size, range_fn range, const void *ctx)
+static void run(size_t k, const size_t *n, size_t elem_size, size_t align, range_fn range,
+                const void *ctx)
 {
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
-        total += n[i];
+        total += padded(n[i], align);
     int mark;
     const int nt = threads_for(total, elem_size, &mark);
     if (nt > 1) {
-        const size_t chunk = chunk_elems(total, elem_size, nt);
-        const run_job j = {k, total, chunk, n, range, ctx};
+        const size_t chunk = chunk_elems(total, elem_size, nt, align);
+        const run_job j = {k, total, chunk, align, n, range, ctx};
         fo_pool_run(nt, (total + chunk - 1) / chunk, run_share, &j);
     } else {
         run_serial(k, n, range, ctx);
@@ -211,6 +256,8 @@ typedef struct {
     int sources;
     size_t source_stride;
     double source_scale;
+    const fo_formats *fmt;     /* staged: NULL, or the streams' formats */
+    int64_t t;
     const fo_factors *factors;  /* per array, or NULL */
     const double *factor;       /* a rule with a reduction, apply pass: per array */
 } update_ctx;
@@ -224,6 +271,9 @@ static void slots_at(void *out[FO_NSLOTS], void *const *x, size_t k, size_t i, s
         out[j] = base ? base + lo * elem_size : NULL;
     }
 }
+
+static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
+                         const fo_array_coef *a, unsigned flags);
 
 /* Array i's coefficients for elements from lo: the gradient's scale (in two
  * factors below the dtype's normal range: see split_scale), its weight decay
@@ -250,11 +300,15 @@ static fo_array_coef array_coef(const update_ctx *u, size_t i, size_t lo, unsign
 static void update_range(const void *v, size_t i, size_t lo, size_t hi)
 {
     const update_ctx *u = v;
-    void *x[FO_NSLOTS];
-    slots_at(x, u->x, u->k, i, lo, u->elem_size);
     unsigned flags = u->flags;
     fo_array_coef a = array_coef(u, i, lo, &flags);
     a.factor = u->factor ? u->factor[i] : 0.0;
+    if (u->fmt) {
+        staged_range(u, i, lo, hi, &a, flags);
+        return;
+    }
+    void *x[FO_NSLOTS];
+    slots_at(x, u->x, u->k, i, lo, u->elem_size);
     if (!x[FO_SLOT_EMA] && u->sources <= 1) {
         u->kernel(hi - lo, x, u->coef, &a, flags);
         return;
@@ -277,6 +331,142 @@ static void update_range(const void *v, size_t i, size_t lo, size_t hi)
         if (xb[FO_SLOT_EMA])
             kern->ema[u->dtype](m, xb[FO_SLOT_EMA], xb[FO_SLOT_P], u->ema_decay);
     }
+}
+
+/* Bytes per element of a stream in format f (a float32 call). */
+static size_t format_size(int f)
+{
+    return f == FO_FMT_F16 || f == FO_FMT_BF16 ? 2 : f == FO_FMT_Q8 || f == FO_FMT_Q8_UNSIGNED ? 1 : 4;
+}
+
+static int is_q8(int f) { return f == FO_FMT_Q8 || f == FO_FMT_Q8_UNSIGNED; }
+
+/* The staged block loop (a float32 call with storage formats): per block of
+ * FO_BLOCK elements (8-bit state: one quantization block, since ranges start
+ * on blocks), each stream not in float32 is converted or dequantized into a
+ * buffer on the stack, the rule's kernel runs on the buffers, the states are
+ * written back (rounded to bfloat16, or requantized with the block's new
+ * maximum) and then the parameter (rounded as f->rounding says), and the EMA
+ * follows the parameter as stored. */
+static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
+                         const fo_array_coef *array_coef, unsigned flags)
+{
+    fo_array_coef a = *array_coef;
+    const fo_formats *f = u->fmt;
+    const size_t k = u->k;
+    char *const p = u->x[FO_SLOT_P * k + i], *const g = u->x[FO_SLOT_G * k + i];
+    float *const ema = u->x[FO_SLOT_EMA * k + i];
+    uint16_t *const comp = u->x[FO_SLOT_KAHAN * k + i];
+    const int p16 = f->p != FO_FMT_NATIVE, g16 = f->g != FO_FMT_NATIVE;
+    char *state[FO_MAX_STATES];
+    float *absmax[FO_MAX_STATES];
+    int kind[FO_MAX_STATES];  /* this array's format of each slot */
+    for (int j = 0; j < FO_MAX_STATES; j++) {
+        state[j] = u->x[(FO_SLOT_STATE + j) * k + i];
+        absmax[j] = u->x[(FO_SLOT_ABSMAX + j) * k + i];
+        kind[j] = is_q8(f->state[j]) && !absmax[j] ? FO_FMT_NATIVE : f->state[j];
+    }
+    const uint64_t key = f->rounding == FO_ROUND_STOCHASTIC
+        ? fo_rounding_key(f->seed, u->t, f->stream ? f->stream[i] : (uint64_t)i) : 0;
+    float pbuf[FO_BLOCK], gbuf[FO_BLOCK], sbuf[FO_MAX_STATES][FO_BLOCK];
+    for (size_t b = lo; b < hi; b += FO_BLOCK) {
+        const size_t m = hi - b < FO_BLOCK ? hi - b : FO_BLOCK;
+        void *xb[FO_NSLOTS] = {0};
+        float *pv = p16 ? pbuf : (float *)p + b;
+        if (p16)
+            fmtk->load16[f->p - FO_FMT_F16](m, pbuf, (const uint16_t *)p + b);
+        xb[FO_SLOT_P] = pv;
+        if (u->sources > 1) {
+            kern->sum_sources[FO_F32](m, gbuf, (const float *)g + b, u->sources,
+                                      u->source_stride, u->source_scale);
+            xb[FO_SLOT_G] = gbuf;
+        } else if (g16) {
+            fmtk->load16[f->g - FO_FMT_F16](m, gbuf, (const uint16_t *)g + b);
+            xb[FO_SLOT_G] = gbuf;
+        } else {
+            xb[FO_SLOT_G] = (float *)g + b;
+        }
+        for (int j = 0; j < FO_MAX_STATES; j++) {
+            if (!state[j])
+                continue;
+            if (kind[j] == FO_FMT_NATIVE) {
+                xb[FO_SLOT_STATE + j] = (float *)state[j] + b;
+                continue;
+            }
+            if (kind[j] == FO_FMT_BF16)
+                fmtk->load16[FO_FMT_BF16 - FO_FMT_F16](m, sbuf[j], (const uint16_t *)state[j] + b);
+            else
+                fmtk->q8_load(m, sbuf[j], (const uint8_t *)state[j] + b,
+                              absmax[j][b / FO_Q8_BLOCK], &fo_qmaps[kind[j] == FO_FMT_Q8_UNSIGNED]);
+            xb[FO_SLOT_STATE + j] = sbuf[j];
+        }
+        a.start = b;
+        u->kernel(m, xb, u->coef, &a, flags);
+        for (int j = 0; j < FO_MAX_STATES; j++) {
+            if (!state[j] || kind[j] == FO_FMT_NATIVE)
+                continue;
+            if (kind[j] == FO_FMT_BF16)
+                fmtk->store16[FO_FMT_BF16 - FO_FMT_F16](m, (uint16_t *)state[j] + b, sbuf[j]);
+            else
+                absmax[j][b / FO_Q8_BLOCK] =
+                    fmtk->q8_store(m, (uint8_t *)state[j] + b, sbuf[j],
+                                   &fo_qmaps[kind[j] == FO_FMT_Q8_UNSIGNED]);
+        }
+        if (p16) {
+            const int h = f->p - FO_FMT_F16;
+            uint16_t *const pd = (uint16_t *)p + b;
+            if (f->rounding == FO_ROUND_KAHAN) {
+                fmtk->kahan16[h](m, pd, comp + b, pbuf);  /* pbuf: the stored values */
+            } else {
+                if (f->rounding == FO_ROUND_STOCHASTIC)
+                    fmtk->store16_sr[h](m, pd, pbuf, key, b);
+                else
+                    fmtk->store16[h](m, pd, pbuf);
+                if (ema)
+                    fmtk->load16[h](m, pbuf, pd);
+            }
+        }
+        if (ema)
+            kern->ema[FO_F32](m, ema + b, pv, u->ema_decay);
+    }
+}
+
+/* The formats a float32 call can stage: 16-bit p and g, bfloat16 or 8-bit
+ * state, the three roundings; a gradient of several sources in float32 only. */
+static int formats_valid(const fo_formats *f, int sources)
+{
+    const int p16 = f->p == FO_FMT_F16 || f->p == FO_FMT_BF16;
+    if (!(f->p == FO_FMT_NATIVE || p16) ||
+        !(f->g == FO_FMT_NATIVE || f->g == FO_FMT_F16 || f->g == FO_FMT_BF16) ||
+        (sources > 1 && f->g != FO_FMT_NATIVE) ||
+        f->rounding < FO_ROUND_NEAREST || f->rounding > FO_ROUND_KAHAN)
+        return 0;
+    for (int j = 0; j < FO_MAX_STATES; j++)
+        if (!(f->state[j] == FO_FMT_NATIVE || f->state[j] == FO_FMT_BF16 || is_q8(f->state[j])))
+            return 0;
+    return 1;
+}
+
+static int formats_q8(const fo_formats *f)
+{
+    for (int j = 0; j < FO_MAX_STATES; j++)
+        if (is_q8(f->state[j]))
+            return 1;
+    return 0;
+}
+
+/* Stochastic rounding's key for one array of one step (formats.c draws element
+ * j's bits from it): splitmix64's output function over seed, step and stream. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    return z ^ (z >> 31);
+}
+
+uint64_t fo_rounding_key(uint64_t seed, int64_t t, uint64_t stream)
+{
+    return mix64(mix64(mix64(seed) ^ (uint64_t)t) ^ stream);
 }
 
 /* ---- Rules with a reduction (rules.h, FO_REDUCE_RULES) ----------------------------
@@ -401,7 +591,7 @@ static void update_reduced(const update_ctx *whole, const size_t *n, fo_finish_f
         for (size_t i = 0; i < kg; i++)
             factor[i] = ng[i] ? finish(u.coef, ng[i], sums[i]) : 0.0;
         u.factor = factor;
-        run(kg, ng, u.elem_size, update_range, &u);
+        run(kg, ng, u.elem_size, 1, update_range, &u);
     }
 }
 
@@ -429,7 +619,13 @@ unsigned fo_rule_decay(int rule)
     return rule >= 0 && rule < FO_NUM_RULES ? rule_decay[rule] : 0;
 }
 
-static size_t elem_size(int dtype) { return dtype == FO_F32 ? sizeof(float) : sizeof(double); }
+static size_t elem_size(int dtype)
+{
+    return dtype == FO_F32 ? sizeof(float) : dtype == FO_F64 ? sizeof(double) : 2;
+}
+
+/* The serial thresholds that apply: a 16-bit or staged call computes in float32. */
+static size_t threshold_size(int dtype) { return dtype == FO_F64 ? sizeof(double) : sizeof(float); }
 
 /* A gradient scale below the dtype's normal range (clipping a norm near its
  * largest values) loses bits when rounded to the dtype: it is applied as two
@@ -453,20 +649,29 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
         return -1;
     if (s->decay & ~rule_decay[rule] || (s->decay & (s->decay - 1)))
         return -1;
+    const fo_formats *f = s->formats;
+    if (f && (dtype != FO_F32 || !formats_valid(f, s->sources)))
+        return -1;
+    /* Storage formats are staged for elementwise rules only: a rule with a
+     * reduction or a factored state takes its streams in the call's dtype. */
+    if (f && (kern->finish[rule][dtype] || s->factors))
+        return -1;
+    if (f && formats_q8(f) && !qmaps_init())
+        return -1;
     fo_coef coef;
     const unsigned flags = kern->prepare[rule][dtype](s, &coef);
     if (flags == FO_INVALID)
         return -1;
     update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
                     elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
-                    s->ema_decay, s->sources, s->source_stride, s->source_scale};
+                    s->ema_decay, s->sources, s->source_stride, s->source_scale, f, s->t};
     if (split_scale(s->grad_scale, dtype, u.split_scale))
         u.split = FO_SCALE_SPLIT;
     u.factors = s->factors;
     if (kern->finish[rule][dtype])
         update_reduced(&u, n, kern->finish[rule][dtype]);
     else
-        run(k, n, u.elem_size, update_range, &u);
+        run(k, n, u.elem_size, f && formats_q8(f) ? FO_Q8_BLOCK : 1, update_range, &u);
     return 0;
 }
 
@@ -478,12 +683,26 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
  * added in order; then the next window. A float64 sum that overflowed, or that is so
  * small that squares may have underflowed, is measured again with every element
  * scaled by the power of two that brings the largest to [0.5, 1) (as BLAS's
- * nrm2 scales); float32 squares always fit in double. */
+ * nrm2 scales); float32 squares always fit in double. 16-bit gradients are
+ * widened to float32 (exactly) chunk by chunk, then summed as float32 ones. */
 #define NORM_WINDOW 1024
 #define NORM_GROUP 16
 /* Below this a sum may have lost squares to underflow (each at most 2^-1074:
  * relative to the sum below 2^-53 only above about n * 2^-1021). */
 #define FO_NORM_TINY 0x1p-900
+
+/* The partial sum of one chunk (n <= FO_NORM_CHUNK). */
+static void sumsq_chunk(int dtype, size_t n, const void *g, double scale, double *out,
+                        int *nonfinite)
+{
+    if (dtype == FO_F16 || dtype == FO_BF16) {
+        float wide[FO_NORM_CHUNK];
+        fmtk->load16[dtype - FO_F16](n, wide, g);
+        kern->sumsq[FO_F32](n, wide, scale, out, nonfinite);
+    } else {
+        kern->sumsq[dtype](n, g, scale, out, nonfinite);
+    }
+}
 
 typedef struct {
     size_t k, c0, c1;      /* norm chunks [c0, c1) of all arrays, numbered in order */
@@ -513,9 +732,8 @@ static void norm_share(const void *x, size_t pc, size_t local[2])
         while (c >= base + (j->n[i] + CH - 1) / CH)
             base += (j->n[i++] + CH - 1) / CH;
         const size_t off = (c - base) * CH;
-        kern->sumsq[j->dtype](j->n[i] - off < CH ? j->n[i] - off : CH,
-                              (const char *)j->g[i] + off * j->es, j->scale,
-                              &j->part[c - j->c0], &bad);
+        sumsq_chunk(j->dtype, j->n[i] - off < CH ? j->n[i] - off : CH,
+                    (const char *)j->g[i] + off * j->es, j->scale, &j->part[c - j->c0], &bad);
     }
     j->bad[pc] = bad;
 }
@@ -547,8 +765,8 @@ static double sum_of_squares(int dtype, size_t k, void *const *g, const size_t *
         for (size_t i = 0; i < k; i++)
             for (size_t off = 0; off < n[i]; off += CH) {
                 double s;
-                kern->sumsq[dtype](n[i] - off < CH ? n[i] - off : CH,
-                                   (const char *)g[i] + off * es, scale, &s, &bad);
+                sumsq_chunk(dtype, n[i] - off < CH ? n[i] - off : CH,
+                            (const char *)g[i] + off * es, scale, &s, &bad);
                 sum += s;
             }
     }
@@ -558,13 +776,13 @@ static double sum_of_squares(int dtype, size_t k, void *const *g, const size_t *
 
 double fo_norm(int dtype, size_t k, void *const *g, const size_t *n, int *nonfinite)
 {
-    if (dtype != FO_F32 && dtype != FO_F64)
+    if (dtype < FO_F32 || dtype > FO_BF16)
         return NAN;
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total += n[i];
     int mark;
-    const int nt = threads_for(total, elem_size(dtype), &mark);
+    const int nt = threads_for(total, threshold_size(dtype), &mark);
     double sum = sum_of_squares(dtype, k, g, n, 1.0, nt, nonfinite);
     double norm = sqrt(sum);
     if (dtype == FO_F64 && !*nonfinite && (sum == INFINITY || sum < FO_NORM_TINY)) {
@@ -604,8 +822,199 @@ int fo_ceiling(int dtype, int nstates, size_t k, void *const *x, const size_t *n
     if ((dtype != FO_F32 && dtype != FO_F64) || nstates < 0 || nstates > FO_MAX_STATES + 1)
         return -1;
     ceiling_ctx c = {x, k, elem_size(dtype), nstates, dtype};
-    run(k, n, c.elem_size, ceiling_range, &c);
+    run(k, n, c.elem_size, 1, ceiling_range, &c);
     return 0;
+}
+
+/* A float32 call with storage formats: each stream moved once in its format. */
+typedef struct { void *const *x; size_t k; const fo_formats *f; int nstates; } fceiling_ctx;
+
+#define CEILING_BLOCK 1024
+
+static void fceiling_range(const void *v, size_t i, size_t lo, size_t hi)
+{
+    const fceiling_ctx *c = v;
+    const fo_formats *f = c->f;
+    const size_t k = c->k, gs = format_size(f->g);
+    const char *g = c->x[FO_SLOT_G * k + i];
+    char *rw[FO_MAX_STATES + 3];
+    size_t size[FO_MAX_STATES + 3];
+    float *absmax[FO_MAX_STATES];
+    int nrw = 0, nabs = 0;
+    rw[nrw] = c->x[FO_SLOT_P * k + i];
+    size[nrw++] = format_size(f->p);
+    for (int j = 0; j < c->nstates && j < FO_MAX_STATES; j++) {
+        if (!c->x[(FO_SLOT_STATE + j) * k + i])
+            continue;
+        float *am = c->x[(FO_SLOT_ABSMAX + j) * k + i];
+        const int q8 = is_q8(f->state[j]) && am;
+        rw[nrw] = c->x[(FO_SLOT_STATE + j) * k + i];
+        size[nrw++] = q8 ? 1 : format_size(is_q8(f->state[j]) ? FO_FMT_NATIVE : f->state[j]);
+        if (q8)
+            absmax[nabs++] = am;
+    }
+    if (f->rounding == FO_ROUND_KAHAN && f->p != FO_FMT_NATIVE) {
+        rw[nrw] = c->x[FO_SLOT_KAHAN * k + i];
+        size[nrw++] = 2;
+    }
+    if (c->x[FO_SLOT_EMA * k + i]) {
+        rw[nrw] = c->x[FO_SLOT_EMA * k + i];
+        size[nrw++] = 4;
+    }
+    uint32_t r = 0;
+    for (size_t b = lo; b < hi; b += CEILING_BLOCK) {
+        const size_t m = hi - b < CEILING_BLOCK ? hi - b : CEILING_BLOCK;
+        r = fmtk->read_bytes(m * gs, g + b * gs);
+        for (int s = 0; s < nrw; s++)
+            fmtk->touch[size[s] == 1 ? 0 : size[s] == 2 ? 1 : 2](m, rw[s] + b * size[s], r);
+    }
+    for (int j = 0; j < nabs; j++)
+        fmtk->touch[2]((hi - lo + FO_Q8_BLOCK - 1) / FO_Q8_BLOCK, absmax[j] + lo / FO_Q8_BLOCK, r);
+}
+
+int fo_ceiling_formats(const fo_formats *f, int nstates, size_t k, void *const *x,
+                       const size_t *n)
+{
+    if (!f || nstates < 0 || nstates > FO_MAX_STATES || !formats_valid(f, 1))
+        return -1;
+    fceiling_ctx c = {x, k, f, nstates};
+    run(k, n, sizeof(float), formats_q8(f) ? FO_Q8_BLOCK : 1, fceiling_range, &c);
+    return 0;
+}
+
+/* ---- The 8-bit maps and the formats' element operations (tests) ------------------ */
+
+fo_qmap fo_qmaps[2];
+
+/* The dynamic maps of Dettmers et al. (bitsandbytes' create_dynamic_map with
+ * its defaults: 7 exponent bits, 8 in all), computed in double and rounded
+ * once: for i = 0..6, the midpoints of n + 1 evenly spaced points from 0.1 to 1,
+ * scaled by 10^(i-6), with n = 2^i (signed: and their negatives) or 2^(i+1)
+ * (unsigned); then 0 and 1. bitsandbytes computes them in float32: its table
+ * differs from this one by 1 or 2 units in the last place in some codes.
+ * fastoptim._fallback.dynamic_map is the same computation. */
+static int qmap_build(fo_qmap *q, int is_signed)
+{
+    static const double scale[7] = {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0};
+    float v[256];
+    int count = 0;
+    for (int i = 0; i < 7; i++) {
+        const int n = is_signed ? (1 << i) : (1 << (i + 1));
+        for (int j = 0; j < n; j++) {
+            const double mean = 0.1 + 0.9 * (double)(2 * j + 1) / (double)(2 * n);
+            v[count++] = (float)(scale[i] * mean);
+            if (is_signed)
+                v[count++] = -(float)(scale[i] * mean);
+        }
+    }
+    v[count++] = 0.0f;
+    v[count++] = 1.0f;
+    if (count != 256)
+        return 0;
+    for (int a = 1; a < 256; a++)  /* insertion sort */
+        for (int b = a; b > 0 && v[b - 1] > v[b]; b--) {
+            const float t = v[b];
+            v[b] = v[b - 1];
+            v[b - 1] = t;
+        }
+    memcpy(q->value, v, sizeof v);
+    q->zero = is_signed ? 127 : 0;
+    q->nmag = is_signed ? 129 : 256;
+    if (q->value[q->zero] != 0.0f)
+        return 0;
+    const float *mag = q->value + q->zero;  /* 0, then the magnitudes upwards */
+    for (int j = 0; j < 257; j++)
+        q->thr[j] = INFINITY;
+    for (int j = 0; j + 1 < q->nmag; j++) {
+        if (!(mag[j] < mag[j + 1]))
+            return 0;
+        const double mid = ((double)mag[j] + (double)mag[j + 1]) / 2.0;  /* exact */
+        float t = (float)mid;
+        if ((double)t <= mid)
+            t = nextafterf(t, INFINITY);
+        q->thr[j] = t;  /* the smallest float above the midpoint */
+    }
+    int j = 0;
+    for (uint32_t key = 0; key < FO_Q8_KEYS; key++) {
+        const uint32_t lo_bits = (FO_Q8_KEY0 + key) << 16, hi_bits = lo_bits + 0x10000u;
+        float lo, hi;
+        memcpy(&lo, &lo_bits, sizeof lo);
+        memcpy(&hi, &hi_bits, sizeof hi);
+        while (q->thr[j] < lo)
+            j++;
+        uint32_t inside = 0x10000u;
+        if (q->thr[j] < hi) {
+            uint32_t t;
+            memcpy(&t, &q->thr[j], sizeof t);
+            if (q->thr[j + 1] < hi || t >> 16 != lo_bits >> 16)  /* two in one bucket */
+                return 0;
+            inside = t & 0xFFFFu;
+        }
+        q->bucket[key] = (uint32_t)j << 17 | inside;
+    }
+    /* below the first key nothing is counted: the first threshold is above it */
+    if (q->thr[0] < 0x1p-23f)
+        return 0;
+    return 1;
+}
+
+/* Built by fo_init; the call from fo_update covers a C program that did not
+ * call fo_init (before any thread does). */
+static int qmaps_init(void)
+{
+    static int built = 0, ok = 0;
+    if (!built) {
+        ok = qmap_build(&fo_qmaps[0], 1) && qmap_build(&fo_qmaps[1], 0);
+        built = 1;
+    }
+    return ok;
+}
+
+const float *fo_q8_map(int format)
+{
+    if (!qmaps_init() || !is_q8(format))
+        return NULL;
+    return fo_qmaps[format == FO_FMT_Q8_UNSIGNED].value;
+}
+
+void fo_q8_encode(int format, size_t n, const float *src, unsigned char *codes, float *absmax)
+{
+    if (!qmaps_init() || !is_q8(format))
+        return;
+    const fo_qmap *q = &fo_qmaps[format == FO_FMT_Q8_UNSIGNED];
+    for (size_t b = 0; b < n; b += FO_Q8_BLOCK)
+        absmax[b / FO_Q8_BLOCK] = fmtk->q8_store(n - b < FO_Q8_BLOCK ? n - b : FO_Q8_BLOCK,
+                                                 codes + b, src + b, q);
+}
+
+void fo_q8_decode(int format, size_t n, const unsigned char *codes, const float *absmax,
+                  float *dst)
+{
+    if (!qmaps_init() || !is_q8(format))
+        return;
+    const fo_qmap *q = &fo_qmaps[format == FO_FMT_Q8_UNSIGNED];
+    for (size_t b = 0; b < n; b += FO_Q8_BLOCK)
+        fmtk->q8_load(n - b < FO_Q8_BLOCK ? n - b : FO_Q8_BLOCK, dst + b, codes + b,
+                      absmax[b / FO_Q8_BLOCK], q);
+}
+
+void fo_to_float(int format, size_t n, const void *src, float *dst)
+{
+    if (format == FO_FMT_F16 || format == FO_FMT_BF16)
+        fmtk->load16[format - FO_FMT_F16](n, dst, src);
+    else if (format == FO_FMT_NATIVE)
+        memcpy(dst, src, n * sizeof(float));
+}
+
+void fo_from_float(int format, int rounding, uint64_t key, uint64_t first, size_t n,
+                   const float *src, void *dst)
+{
+    if (format != FO_FMT_F16 && format != FO_FMT_BF16)
+        return;
+    if (rounding == FO_ROUND_STOCHASTIC)
+        fmtk->store16_sr[format - FO_FMT_F16](n, dst, src, key, first);
+    else
+        fmtk->store16[format - FO_FMT_F16](n, dst, src);
 }
 
 #ifndef FO_COMPILER

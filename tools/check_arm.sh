@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-src="tests/kernels_check.c csrc/driver.c csrc/pool.c csrc/spans.c csrc/kernels.c"
+src="tests/kernels_check.c csrc/driver.c csrc/pool.c csrc/spans.c csrc/kernels.c csrc/formats.c"
 flags="-O3 -std=c99 -D_GNU_SOURCE -Icsrc -fno-math-errno -ffp-contract=off"
 scalar="-DFO_NO_VECTOR_EXT -fno-tree-vectorize -fno-tree-slp-vectorize"
 

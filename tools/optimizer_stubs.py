@@ -69,12 +69,26 @@ class Optimizer:
     def ema(self) -> _Arrays | None: ...
     @property
     def gradient_accumulation_steps(self) -> int: ...
+    @property
+    def state_bits(self) -> int: ...
+    @property
+    def min_8bit_size(self) -> int: ...
+    @property
+    def kahan_summation(self) -> bool: ...
+    @property
+    def stochastic_rounding(self) -> bool: ...
+    @property
+    def seed(self) -> int: ...
+    @seed.setter
+    def seed(self, value: int) -> None: ...
 '''
 
 TYPES = {"parameters": "_Arrays", "learning_rate": "_Rate", "weight_decay": "_Decay",
          "weight_decay_mask": "_Mask", "max_grad_norm": "float | None",
          "skip_nonfinite": "bool", "ema_decay": "float | None", "ema_warmup": "bool",
-         "gradient_accumulation_steps": "int", "arena": "bool"}
+         "gradient_accumulation_steps": "int", "state_bits": "int", "min_8bit_size": "int",
+         "kahan_summation": "bool", "stochastic_rounding": "bool", "seed": "int",
+         "arena": "bool"}
 
 
 def public_base(cls):

@@ -5,8 +5,9 @@ Generic over the rules of csrc/rules.h: nothing here is written per optimizer.
 Each call checks, cheaply and conservatively, that it can take the fast path
 (dicts of aligned, native-order float32 or float64 arrays, contiguous in one
 layout, shapes and dtypes matching, no written array sharing memory with
-another array, valid scalars), gathers every data pointer through the NumPy C
-API, releases the GIL for large calls and makes one C call. Any other call goes
+another array, valid scalars; or float16/bfloat16 parameters with gradients of
+their dtype or float32 and float32 state), gathers every data pointer through
+the NumPy C API, releases the GIL for large calls and makes one C call. Any other call goes
 to _fallback, which validates it, raises the error or performs the update: both
 backends raise identical errors and update the same arrays.
 """
@@ -16,7 +17,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from libc.math cimport M_PI, cos, hypot, isfinite, pow, sqrt
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint16_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
 import os
@@ -27,16 +28,41 @@ from . import _fallback
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    enum:
+        NPY_HALF      # float16
+        NPY_USERDEF   # the first type number of dtypes registered at run time
+
 cdef extern from "fastoptim.h" nogil:
     enum:
         FO_MAX_STATES
         FO_NSLOTS
         FO_SLOT_EMA
+        FO_SLOT_KAHAN
+        FO_SLOT_ABSMAX
         FO_MAX_HYPER
         FO_MAX_SCALARS
         FO_NUM_RULES
         FO_F32
         FO_F64
+        FO_F16
+        FO_BF16
+        FO_FMT_NATIVE
+        FO_FMT_F16
+        FO_FMT_BF16
+        FO_FMT_Q8
+        FO_FMT_Q8_UNSIGNED
+        FO_Q8_BLOCK
+        FO_ROUND_NEAREST
+        FO_ROUND_STOCHASTIC
+        FO_ROUND_KAHAN
+    ctypedef struct fo_formats:
+        int p
+        int g
+        int state[FO_MAX_STATES]
+        int rounding
+        uint64_t seed
+        const uint64_t *stream
     ctypedef struct fo_span:
         uintptr_t lo
         uintptr_t hi
@@ -61,6 +87,7 @@ cdef extern from "fastoptim.h" nogil:
         size_t source_stride
         double source_scale
         const fo_factors *factors
+        const fo_formats *formats
     int fo_init(int max_isa)
     int fo_isa_in_use()
     int fo_isa_supported()
@@ -78,6 +105,19 @@ cdef extern from "fastoptim.h" nogil:
     unsigned fo_rule_decay(int rule)
     double fo_norm(int dtype, size_t k, void **g, const size_t *n, int *nonfinite)
     int fo_ceiling(int dtype, int nstates, size_t k, void **x, const size_t *n)
+    int fo_ceiling_formats(const fo_formats *f, int nstates, size_t k, void **x,
+                           const size_t *n)
+    void fo_to_float(int format, size_t n, const void *src, float *dst)
+    void fo_from_float(int format, int rounding, uint64_t key, uint64_t first, size_t n,
+                       const float *src, void *dst)
+    uint64_t fo_rounding_key(uint64_t seed, int64_t t, uint64_t stream)
+    void fo_q8_encode(int format, size_t n, const float *src, unsigned char *codes,
+                      float *absmax)
+    void fo_q8_decode(int format, size_t n, const unsigned char *codes, const float *absmax,
+                      float *dst)
+    const float *fo_q8_map(int format)
+    const char *fo_formats_impl()
+    int fo_set_bf16_instructions(int on)
 
 cdef extern from "pool.h" nogil:
     int fo_pool_workers()
@@ -91,7 +131,7 @@ cdef extern from "pool.h" nogil:
     void fo_pool_counters(unsigned long *worker_chunks, unsigned long *stale, int reset)
 
 ISA_NAMES = ("baseline", "avx2", "avx512")
-cdef int NSLOTS = FO_NSLOTS   # p, g, the state slots, the EMA (fastoptim.h)
+cdef int NSLOTS = FO_NSLOTS   # p, g, the state slots, the EMA, Kahan, block maxima (fastoptim.h)
 
 
 def _dispatch_cap():
@@ -179,6 +219,77 @@ def build_info():
         "compiler": fo_compiler().decode(),
         "kernel_flags": fo_kernel_flags().decode(),
     }
+
+
+def formats_impl():
+    """How 16-bit values are converted at the instruction set in use."""
+    return fo_formats_impl().decode()
+
+
+def _set_bf16_instructions(bint on):
+    """Tests: use AVX-512 BF16's conversion where the CPU has it (True), or the
+    portable one at the avx512 level (False); returns whether it is in use."""
+    return bool(fo_set_bf16_instructions(on))
+
+
+# --- the storage formats' element operations (tests of C against the NumPy twin) ---
+
+def _to_float(int fmt, object bits):
+    """16-bit values (uint16 bits, any shape) as float32 (fo_to_float)."""
+    cdef cnp.ndarray src = np.ascontiguousarray(bits, dtype=np.uint16)
+    cdef cnp.ndarray out = np.empty(src.size, np.float32)
+    fo_to_float(fmt, <size_t>src.size, cnp.PyArray_DATA(src), <float *>cnp.PyArray_DATA(out))
+    return out.reshape(np.shape(bits))
+
+
+def _from_float(int fmt, object x, int rounding=FO_ROUND_NEAREST, uint64_t key=0,
+                uint64_t first=0):
+    """float32 values to 16-bit bits (fo_from_float): nearest, or stochastic
+    with `key` from element number `first`."""
+    cdef cnp.ndarray src = np.ascontiguousarray(x, dtype=np.float32)
+    cdef cnp.ndarray out = np.empty(src.size, np.uint16)
+    fo_from_float(fmt, rounding, key, first, <size_t>src.size, <float *>cnp.PyArray_DATA(src),
+                  cnp.PyArray_DATA(out))
+    return out.reshape(np.shape(x))
+
+
+def _rounding_key(uint64_t seed, int64_t t, uint64_t stream):
+    return fo_rounding_key(seed, t, stream)
+
+
+def _q8_map(int fmt):
+    """The 256 values of a dynamic map (FO_FMT_Q8 signed, FO_FMT_Q8_UNSIGNED)."""
+    cdef const float *m = fo_q8_map(fmt)
+    if m == NULL:
+        raise ValueError(f"no map for format {fmt}")
+    return np.array([m[j] for j in range(256)], dtype=np.float32)
+
+
+def _q8_encode(int fmt, object x):
+    """(codes, absmax) of a float32 vector, blocks of FO_Q8_BLOCK from element 0."""
+    cdef cnp.ndarray src = np.ascontiguousarray(np.ravel(x), dtype=np.float32)
+    cdef size_t n = src.size
+    cdef cnp.ndarray codes = np.empty(n, np.uint8)
+    cdef cnp.ndarray absmax = np.empty((n + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK, np.float32)
+    if fo_q8_map(fmt) == NULL:
+        raise ValueError(f"no map for format {fmt}")
+    fo_q8_encode(fmt, n, <float *>cnp.PyArray_DATA(src), <unsigned char *>cnp.PyArray_DATA(codes),
+                 <float *>cnp.PyArray_DATA(absmax))
+    return codes, absmax
+
+
+def _q8_decode(int fmt, object codes, object absmax):
+    cdef cnp.ndarray c = np.ascontiguousarray(np.ravel(codes), dtype=np.uint8)
+    cdef cnp.ndarray a = np.ascontiguousarray(absmax, dtype=np.float32)
+    cdef size_t n = c.size
+    if a.size != (n + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK:
+        raise ValueError("one absmax per block")
+    cdef cnp.ndarray out = np.empty(n, np.float32)
+    if fo_q8_map(fmt) == NULL:
+        raise ValueError(f"no map for format {fmt}")
+    fo_q8_decode(fmt, n, <unsigned char *>cnp.PyArray_DATA(c), <float *>cnp.PyArray_DATA(a),
+                 <float *>cnp.PyArray_DATA(out))
+    return out
 
 
 # --- the rule list (csrc/rules.h) ---------------------------------------------------
@@ -297,7 +408,34 @@ cdef inline bint _fast_array(PyObject *obj, int typenum, int ndim, cnp.npy_intp 
 
 
 cdef inline int _dtype_of(int typenum) noexcept nogil:
-    return FO_F32 if typenum == cnp.NPY_FLOAT else FO_F64
+    """The arithmetic of arrays of this type: float64, else float32."""
+    return FO_F64 if typenum == cnp.NPY_DOUBLE else FO_F32
+
+
+# ml_dtypes' bfloat16 has a type number of its own, registered at run time: it is
+# recognised by its name (as _fallback.is_bfloat16) the first time one is seen.
+cdef int _BF16_TYPENUM = -1
+
+
+cdef inline int _storage_of(int typenum) noexcept nogil:
+    """FO_F32, FO_F64, FO_F16 or FO_BF16 (their storage), or -1."""
+    if typenum == cnp.NPY_FLOAT:
+        return FO_F32
+    if typenum == cnp.NPY_DOUBLE:
+        return FO_F64
+    if typenum == NPY_HALF:
+        return FO_F16
+    if typenum == _BF16_TYPENUM and typenum >= 0:
+        return FO_BF16
+    return -1
+
+
+cdef int _learn_bfloat16(cnp.ndarray a) except -1:
+    global _BF16_TYPENUM
+    cdef int typenum = cnp.PyArray_TYPE(a)
+    if _BF16_TYPENUM < 0 and typenum >= NPY_USERDEF and _fallback.is_bfloat16(a.dtype):
+        _BF16_TYPENUM = typenum
+    return 0
 
 
 # "W1" -> "dW1", kept so that each call does not build and hash new strings.
@@ -316,7 +454,9 @@ cdef inline object _dkey(str key):
 
 cdef struct Call:
     Py_ssize_t k          # number of parameters
-    int typenum           # NPY_FLOAT or NPY_DOUBLE
+    int typenum           # the parameters': NPY_FLOAT, NPY_DOUBLE, NPY_HALF, bfloat16
+    int gtypenum          # the gradients' (a 16-bit parameter's: its own or NPY_FLOAT)
+    int stypenum          # the state's (NPY_FLOAT for 16-bit parameters)
     void **x              # x[s * k + i]: slot s (p, g, state slots) of parameter i
     size_t *n
     PyObject **refs       # every array gathered, held until _free
@@ -378,14 +518,19 @@ cdef bint _gather(Call *c, object parameters, object grads, tuple states) except
     cdef object dkey
     cdef size_t nbytes
     cdef uintptr_t lo
+    cdef int want, storage
     for key, value in (<dict>parameters).items():
         if type(key) is not str or not cnp.PyArray_Check(value):
             return False
         p = <cnp.ndarray>value
         if i == 0:
+            _learn_bfloat16(p)
             c.typenum = cnp.PyArray_TYPE(p)
-            if c.typenum != cnp.NPY_FLOAT and c.typenum != cnp.NPY_DOUBLE:
+            storage = _storage_of(c.typenum)
+            if storage < 0:
                 return False
+            c.stypenum = cnp.NPY_FLOAT if storage == FO_F16 or storage == FO_BF16 else c.typenum
+            c.gtypenum = -1  # the first gradient's, when it may be float32
         ndim = cnp.PyArray_NDIM(p)
         dims = cnp.PyArray_DIMS(p)
         c_order = cnp.PyArray_IS_C_CONTIGUOUS(p)
@@ -393,7 +538,6 @@ cdef bint _gather(Call *c, object parameters, object grads, tuple states) except
             return False
         c.n[i] = <size_t>cnp.PyArray_SIZE(p)
         c.total += c.n[i]
-        nbytes = c.n[i] * <size_t>cnp.PyArray_ITEMSIZE(p)
         dkey = _dkey(<str>key)
         for s in range(NSLOTS):
             if s == 0:
@@ -402,8 +546,17 @@ cdef bint _gather(Call *c, object parameters, object grads, tuple states) except
                 continue
             else:
                 arr = PyDict_GetItem(<object>dicts[s], dkey)
-                if arr == NULL or not _fast_array(arr, c.typenum, ndim, dims, c_order, s != 1):
+                if arr == NULL:
                     return False
+                if s == 1 and c.gtypenum < 0:
+                    c.gtypenum = c.typenum
+                    if (c.stypenum != c.typenum and cnp.PyArray_Check(<object>arr)
+                            and cnp.PyArray_TYPE(<cnp.ndarray>arr) == cnp.NPY_FLOAT):
+                        c.gtypenum = cnp.NPY_FLOAT
+                want = c.gtypenum if s == 1 else c.stypenum
+                if not _fast_array(arr, want, ndim, dims, c_order, s != 1):
+                    return False
+            nbytes = <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>arr)
             Py_INCREF(<object>arr)
             c.refs[c.nrefs] = arr
             c.nrefs += 1
@@ -476,6 +629,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     cdef PyObject *hit = PyDict_GetItem(_RULE_ID, rule) if type(rule) is str else NULL
     cdef int r, j
     cdef fo_step st
+    cdef fo_formats fmt
     cdef Call c
     cdef RuleInfo *info
     cdef unsigned f = 0
@@ -496,6 +650,7 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
             st.ema_decay = 0.0
             st.sources = 1
             st.factors = NULL
+            st.formats = NULL
             _init(&c)
             try:
                 if (_gather(&c, parameters, grads, states)
@@ -504,6 +659,13 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
                     # no arrays: the rule still checks its flags and decay style and
                     # advances its scalar state
                     dtype = _dtype_of(c.typenum) if c.k else FO_F64
+                    if c.k and c.stypenum != c.typenum:
+                        # 16-bit parameters: float32 arithmetic and state, rounded to nearest
+                        memset(&fmt, 0, sizeof(fmt))
+                        fmt.p = _storage_of(c.typenum)
+                        fmt.g = fmt.p if c.gtypenum == c.typenum else FO_FMT_NATIVE
+                        fmt.rounding = FO_ROUND_NEAREST
+                        st.formats = &fmt
                     if c.total < NOGIL_MIN:
                         rc = fo_update(r, dtype, c.k, c.x, c.n, &st)
                     else:
@@ -534,18 +696,19 @@ def grad_norm(parameters, grads):
     """(the global norm of the gradients, all elements finite), in a fixed order
     (the same for any thread count), right for any finite values."""
     cdef Call c
-    cdef int bad = 0
+    cdef int bad = 0, dtype
     cdef double norm = 0.0
     _init(&c)
     try:
         if not _gather(&c, parameters, grads, ()):
             return _fallback.grad_norm(parameters, grads)
         if c.k:
+            dtype = _storage_of(c.gtypenum)
             if c.total < NOGIL_MIN:
-                norm = fo_norm(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
+                norm = fo_norm(dtype, c.k, c.x + c.k, c.n, &bad)
             else:
                 with nogil:
-                    norm = fo_norm(_dtype_of(c.typenum), c.k, c.x + c.k, c.n, &bad)
+                    norm = fo_norm(dtype, c.k, c.x + c.k, c.n, &bad)
     finally:
         _free(&c)
     return norm, not bad
@@ -561,7 +724,7 @@ def ceiling(parameters, grads, *states):
         raise ValueError(f"ceiling takes at most {FO_MAX_STATES + 1} state dicts")
     _init(&c)
     try:
-        if not _gather(&c, parameters, grads, tuple(states)):
+        if not _gather(&c, parameters, grads, tuple(states)) or c.stypenum != c.typenum:
             raise ValueError("ceiling takes contiguous float32/float64 arrays only")
         if c.k:
             if c.total < NOGIL_MIN:

@@ -46,15 +46,18 @@ class Rule:
     scalars) -> (coefficients, kernel flags, scalars)` and `update(p, gi, s, c,
     f)`, which updates one array in place: p (already decayed when the decay is
     decoupled), the scaled gradient gi (with L2 decay added), the state slots s
-    (None where absent). A rule declared with array=True takes the array's
-    coefficients too, `update(p, gi, s, c, f, a)` (an Array: wd, factors,
-    factor). A rule with a reduction (rules.h, FO_REDUCE_RULES) also has
-    `reduce(p, gi, s, c, f, a) -> quantities` (it updates the state; the decay
-    of p comes after it) and `finish(c, n, sums) -> factor`."""
+    (None where absent). `unsigned`: per state slot, whether it stays >= 0 (8-bit
+    state then takes the unsigned dynamic map). A rule declared with array=True
+    takes the array's coefficients too, `update(p, gi, s, c, f, a)` (an Array:
+    wd, factors, factor). A rule with a reduction (rules.h, FO_REDUCE_RULES) also
+    has `reduce(p, gi, s, c, f, a) -> quantities` (it updates the state; the
+    decay of p comes after it) and `finish(c, n, sums) -> factor`."""
 
-    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags, array=False):
+    def __init__(self, name, states, hyper, flags, scalars, decay, valid_flags, array=False,
+                 nonnegative=""):
         self.name = name
         self.states = tuple(s.split(":")[0] for s in states.split())
+        self.unsigned = tuple(s in nonnegative.split() for s in self.states)
         # state slot j is present only when this flag is set (0: always)
         self.state_flags = tuple(
             (1 << flags.split().index(s.split(":")[1])) if ":" in s else 0
@@ -102,8 +105,9 @@ class Array:
 RULES = {}
 
 
-def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,), array=False):
-    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags, array)
+def rule(name, states, hyper, flags="", scalars="", decay=0, valid_flags=(0,), array=False,
+         nonnegative=""):
+    r = Rule(name, states, hyper, flags, scalars, decay, valid_flags, array, nonnegative)
     RULES[name] = r
     return r
 
@@ -142,7 +146,7 @@ def _(p, gi, s, c, f):
 
 
 @rule("adam", "v s max_s:amsgrad", "beta1:beta beta2:beta epsilon:eps", "amsgrad",
-      decay=DECAY_L2 | DECAY_DECOUPLED, valid_flags=(0, ADAM_AMSGRAD))
+      decay=DECAY_L2 | DECAY_DECOUPLED, valid_flags=(0, ADAM_AMSGRAD), nonnegative="s max_s")
 def adam(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t),
@@ -164,7 +168,7 @@ def _(p, gi, s, c, f):
 
 
 @rule("nadam", "v s", "beta1:beta beta2:beta epsilon:eps momentum_decay:nonneg",
-      scalars="mu_product:fraction", decay=DECAY_L2 | DECAY_DECOUPLED)
+      scalars="mu_product:fraction", decay=DECAY_L2 | DECAY_DECOUPLED, nonnegative="s")
 def nadam(t, lr, h, f, scalars):
     beta1, beta2, eps, md = h
     (mu_product,) = scalars
@@ -189,7 +193,8 @@ def _(p, gi, s, c, f):
     p -= c["cm"] * m / d
 
 
-@rule("radam", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2 | DECAY_DECOUPLED)
+@rule("radam", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2 | DECAY_DECOUPLED,
+      nonnegative="s")
 def radam(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     b2t = beta2**t
@@ -218,7 +223,8 @@ def _(p, gi, s, c, f):
         p -= c["step"] * m
 
 
-@rule("adamax", "v exp_inf", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2)
+@rule("adamax", "v exp_inf", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_L2,
+      nonnegative="exp_inf")
 def adamax(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     return dict(beta1=beta1, beta2=beta2, eps=eps, step=lr / (1.0 - beta1**t)), f, scalars
@@ -233,7 +239,7 @@ def _(p, gi, s, c, f):
     p -= c["step"] * m / u
 
 
-@rule("adagrad", "sum", "lr_decay:nonneg epsilon:eps", decay=DECAY_L2)
+@rule("adagrad", "sum", "lr_decay:nonneg epsilon:eps", decay=DECAY_L2, nonnegative="sum")
 def adagrad(t, lr, h, f, scalars):
     lr_decay, eps = h
     return dict(clr=lr / (1.0 + (t - 1) * lr_decay), eps=eps), f, scalars
@@ -248,7 +254,8 @@ def _(p, gi, s, c, f):
 
 @rule("rmsprop", "square_avg grad_avg:centered momentum_buffer:momentum",
       "alpha:beta epsilon:eps momentum:beta", "centered momentum", decay=DECAY_L2,
-      valid_flags=(0, RMSPROP_CENTERED, RMSPROP_MOMENTUM, RMSPROP_CENTERED | RMSPROP_MOMENTUM))
+      valid_flags=(0, RMSPROP_CENTERED, RMSPROP_MOMENTUM, RMSPROP_CENTERED | RMSPROP_MOMENTUM),
+      nonnegative="square_avg")
 def rmsprop(t, lr, h, f, scalars):
     alpha, eps, mu = h
     return dict(alpha=alpha, eps=eps, mu=mu, lr=lr), f, scalars
@@ -318,7 +325,8 @@ def _schedule_free_weights(t, lr, warmup, r, power, scalars):
 
 @rule("schedule_free_adamw", "z s",
       "beta1:beta beta2:beta epsilon:eps warmup_steps:nonneg r:nonneg weight_lr_power:nonneg",
-      scalars="weight_sum:nonneg lr_max:nonneg", decay=DECAY_UPDATE, array=True)
+      scalars="weight_sum:nonneg lr_max:nonneg", decay=DECAY_UPDATE, array=True,
+      nonnegative="s")
 def schedule_free_adamw(t, lr, h, f, scalars):
     beta1, beta2, eps, warmup, r, power = h
     lr, ck, scalars = _schedule_free_weights(t, lr, warmup, r, power, scalars)
@@ -361,7 +369,8 @@ def _(p, gi, s, c, f):
     z -= c["lr"] * gi
 
 
-@rule("lamb", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_UPDATE, array=True)
+@rule("lamb", "v s", "beta1:beta beta2:beta epsilon:eps", decay=DECAY_UPDATE, array=True,
+      nonnegative="s")
 def lamb(t, lr, h, f, scalars):
     beta1, beta2, eps = h
     c = dict(beta1=beta1, beta2=beta2, eps=eps, rbc1=1.0 / (1.0 - beta1**t),
@@ -400,7 +409,7 @@ def _(p, gi, s, c, f, a):
 
 @rule("adafactor", "variance", "decay_rate:nonneg epsilon1:eps epsilon2:eps d:nonneg",
       "machine_epsilon", decay=DECAY_DECOUPLED, valid_flags=(0, ADAFACTOR_MACHINE_EPSILON),
-      array=True)
+      array=True, nonnegative="variance")
 def adafactor(t, lr, h, f, scalars):
     decay_rate, eps1, eps2, d = h
     w = _pow(float(t), -decay_rate)
@@ -508,6 +517,285 @@ def _sign(x):
     return np.where(x > 0, one, np.where(x < 0, -one, x))
 
 
+# --- storage formats (csrc/formats.c, the driver's staged block loop) ----------------
+# 16-bit parameters and gradients, bfloat16 and 8-bit state: every stream is
+# widened to float32, the rule's twin runs on float32 arrays unchanged, and the
+# results are written back; the same bits as formats.c, by the same integer and
+# float32 operations.
+
+F32, F64, F16, BF16 = 0, 1, 2, 3                    # fo_dtype
+FMT_NATIVE, FMT_F16, FMT_BF16, FMT_Q8, FMT_Q8_UNSIGNED = 0, F16, BF16, 4, 5  # fo_format
+ROUND_NEAREST, ROUND_STOCHASTIC, ROUND_KAHAN = 0, 1, 2  # fo_rounding
+Q8_BLOCK = 256                                      # FO_Q8_BLOCK
+
+_U32 = np.uint32
+_MASK64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+is_bfloat16 = check.is_bfloat16
+is_16bit = check.is_16bit
+
+
+def format_of(dtype):
+    """FMT_F16, FMT_BF16, or FMT_NATIVE for any other dtype."""
+    return FMT_F16 if dtype == np.float16 else FMT_BF16 if is_bfloat16(dtype) else FMT_NATIVE
+
+
+def _bits(x):
+    return x.view(_U32)
+
+
+def widen(a, fmt):
+    """16-bit values (an array of the format's dtype, or uint16 bits) as
+    float32, in an array of a's layout: exact; a float16 NaN is made quiet (as
+    F16C does)."""
+    h = a.view(np.uint16)
+    out = np.empty_like(h, dtype=np.float32)
+    if fmt == FMT_BF16:
+        out.view(_U32)[...] = h.astype(_U32) << 16
+        return out
+    with np.errstate(all="ignore"):
+        out[...] = h.view(np.float16)
+    nan = np.isnan(out)
+    if nan.any():
+        out.view(_U32)[nan] |= 0x00400000
+    return out
+
+
+def narrow(x, fmt):
+    """float32 to 16-bit bits (uint16), rounded to nearest even. float16: IEEE,
+    subnormals kept, Inf above 65504's rounding range, a NaN quiet with its top
+    payload bits. bfloat16: float32 subnormals become signed zeros and a NaN is
+    made quiet (the rule of vcvtneps2bf16, which formats.c uses where the CPU has
+    it)."""
+    x = np.asarray(x, np.float32)
+    if fmt == FMT_F16:
+        with np.errstate(all="ignore"):
+            return x.astype(np.float16).view(np.uint16)
+    u = _bits(x)
+    a = u & 0x7FFFFFFF
+    rounded = (u + (0x7FFF + ((u >> 16) & 1))) >> 16
+    out = np.where(a > 0x7F800000, (u >> 16) | 0x40,
+                   np.where(a < 0x00800000, (u >> 16) & 0x8000, rounded))
+    return out.astype(np.uint16)
+
+
+def _mix64(z):
+    """splitmix64's output function, on uint64 arrays (wrapping)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _mix64_int(z):
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def rounding_key(seed, t, stream):
+    """Stochastic rounding's key for one array of one step (fo_rounding_key)."""
+    return _mix64_int(_mix64_int(_mix64_int(seed & _MASK64) ^ (t & _MASK64)) ^ (stream & _MASK64))
+
+
+def random_bits(key, first, n, bits):
+    """The generator's bits for elements first .. first+n-1 of an array
+    (formats.c's draw16/draw32): word w is mix(key + w * golden), and element j
+    takes the 16-bit piece j % 4 of word j // 4 (bits=16) or the 32-bit piece
+    j % 2 of word j // 2 (bits=32), counting from the low bits: a
+    counter-based draw, the same however the elements are split."""
+    per = 64 // bits
+    w0, w1 = first // per, (first + n + per - 1) // per
+    with np.errstate(all="ignore"):
+        words = _mix64(np.uint64(key) + np.arange(w0, w1, dtype=np.uint64)
+                       * np.uint64(_GOLDEN))
+    pieces = words.astype("<u8").view("<u2" if bits == 16 else "<u4")
+    start = first - w0 * per
+    return pieces[start:start + n].astype(_U32)
+
+
+def narrow_stochastic(x, fmt, key, first=0):
+    """float32 to 16-bit bits of x's shape, rounded stochastically (formats.c's
+    bf16_sr_grid and f16_sr_grid, then nearest): of the two grid neighbours of
+    |x|, the upper with probability (|x| - lower)/(upper - lower), element j
+    in x's memory order drawing random_bits(key, first + j); NaN and
+    magnitudes from the largest finite value up round to nearest."""
+    shaped = np.asarray(x, np.float32)
+    x = np.ravel(shaped, order="K")
+    u = _bits(x)
+    a = u & 0x7FFFFFFF
+    with np.errstate(all="ignore"):
+        if fmt == FMT_BF16:
+            r16 = random_bits(key, first, x.size, 16)
+            up = np.where((u & 0xFFFF) > r16, _U32(0x10000), _U32(0))
+            grid = np.where(a >= 0x7F7F0000, u, (u & 0xFFFF0000) + up)
+        else:
+            r32 = random_bits(key, first, x.size, 32)
+            e = a >> 23
+            # |x| truncated to the grid: 13 fraction bits dropped from 2**-14 up,
+            # more below (float16's subnormals), everything below 2**-24
+            drop = np.where(e >= 113, _U32(13), np.where(e >= 103, _U32(126) - e, _U32(0)))
+            lo = np.where(e >= 103, a & (_U32(0xFFFFFFFF) << drop), _U32(0)).view(np.float32)
+            gap = np.where(e >= 113, ((a & 0x7F800000) - _U32(10 << 23)).view(np.float32),
+                           np.float32(2.0**-24))
+            draw = (r32 >> 8).astype(np.float32) * np.float32(2.0**-24) * gap
+            up = np.where(a.view(np.float32) - lo > draw, gap, np.float32(0))
+            grid = np.where(a >= 0x477FE000, u, _bits(lo + up) | (u & 0x80000000))
+    out = np.empty_like(shaped, dtype=np.uint16)
+    np.ravel(out, order="K")[...] = narrow(grid.astype(_U32).view(np.float32), fmt)
+    return out
+
+
+def kahan_store(p, c, v, fmt):
+    """Kahan-compensated write-back into p (16-bit, in place) with compensation c
+    (16-bit, in place): v + c rounded into p, and what that lost (0 where p is
+    not finite) rounded into c. Returns p's new values as float32."""
+    with np.errstate(all="ignore"):
+        v = v + widen(c, fmt)
+        p.view(np.uint16)[...] = narrow(v, fmt)
+        back = widen(p, fmt)
+        c.view(np.uint16)[...] = narrow(np.where(np.abs(back) < np.inf, v - back,
+                                                 np.float32(0)), fmt)
+    return back
+
+
+def dynamic_map(signed):
+    """The dynamic quantization map of Dettmers et al. (bitsandbytes'
+    create_dynamic_map with 7 exponent bits of 8), exactly as csrc/driver.c's
+    qmap_build computes it: for i = 0..6, the midpoints of n + 1 evenly spaced
+    points from 0.1 to 1 scaled by 10**(i - 6), n = 2**i (signed: with their
+    negatives) or 2**(i + 1), in double rounded once to float32; then 0 and 1;
+    sorted. 256 float32 values."""
+    parts = [np.zeros(1, np.float32), np.ones(1, np.float32)]
+    for i, scale in enumerate((1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)):
+        n = 2**i if signed else 2 ** (i + 1)
+        j = np.arange(n, dtype=np.float64)
+        v = (scale * (0.1 + 0.9 * (2 * j + 1) / (2 * n))).astype(np.float32)
+        parts += [v, -v] if signed else [v]
+    return np.sort(np.concatenate(parts))
+
+
+_QMAPS = {FMT_Q8: dynamic_map(True), FMT_Q8_UNSIGNED: dynamic_map(False)}
+_ZERO_CODE = {FMT_Q8: 127, FMT_Q8_UNSIGNED: 0}
+
+
+def _midpoints(fmt):
+    m = _QMAPS[fmt][_ZERO_CODE[fmt]:].astype(np.float64)  # 0, then the magnitudes upwards
+    return (m[:-1] + m[1:]) / 2.0
+
+
+_MIDPOINTS = {fmt: _midpoints(fmt) for fmt in _QMAPS}
+
+
+def nearest_code(x, fmt):
+    """The code of the map value nearest to each x in [-1, 1] (float32): by
+    magnitude j = the number of magnitude midpoints below |x|, compared exactly
+    (a tie goes to the smaller magnitude; 0 to 0); the signed map's code is 127
+    + j, or 127 - min(j, 127) for x < 0; the unsigned map's j (x <= 0: 0)."""
+    mids = _MIDPOINTS[fmt]
+    x = np.asarray(x, np.float32)
+    if fmt == FMT_Q8_UNSIGNED:
+        return np.searchsorted(mids, x.astype(np.float64), side="left").astype(np.uint8)
+    j = np.searchsorted(mids, np.abs(x).astype(np.float64), side="left")
+    return np.where(x < 0, 127 - np.minimum(j, 127), 127 + j).astype(np.uint8)
+
+
+def q8_encode(x, fmt):
+    """Block-wise 8-bit quantization of a float32 vector: per block of
+    Q8_BLOCK elements from element 0, absmax = max |x| (NaN when any element
+    is Inf or NaN), each element to the nearest code of x * (1/absmax) in
+    float32 (x / absmax when absmax is below float32's normal range, where
+    1/absmax overflows). A block of zeros or with a non-finite element stores
+    the code of 0 (absmax 0 or NaN). Returns (codes uint8, absmax float32)."""
+    x = np.asarray(x, np.float32).ravel()
+    n = x.size
+    nb = -(-n // Q8_BLOCK)
+    blocks = np.zeros(nb * Q8_BLOCK, np.float32)
+    blocks[:n] = x
+    blocks = blocks.reshape(nb, Q8_BLOCK)
+    largest = (_bits(blocks) & 0x7FFFFFFF).max(axis=1) if nb else np.zeros(0, _U32)
+    dead = (largest == 0) | (largest >= 0x7F800000)
+    absmax = np.where(largest >= 0x7F800000, _U32(0x7FC00000), largest).astype(_U32)
+    absmax = absmax.view(np.float32)
+    with np.errstate(all="ignore"):
+        safe = np.where(dead, np.float32(1), absmax)[:, None]
+        tiny = (largest < 0x00800000)[:, None]
+        scaled = np.where(tiny, blocks / safe, blocks * (np.float32(1) / safe))
+    codes = nearest_code(scaled, fmt)
+    codes[dead] = _ZERO_CODE[fmt]
+    return codes.ravel()[:n], absmax
+
+
+def q8_decode(codes, absmax, fmt):
+    """The float32 values of 8-bit codes (a vector) with their block maxima."""
+    codes = np.asarray(codes).ravel()
+    scale = np.repeat(np.asarray(absmax, np.float32), Q8_BLOCK)[:codes.size]
+    with np.errstate(all="ignore"):
+        return _QMAPS[fmt][codes] * scale
+
+
+class Storage:
+    """How one array's streams are stored (the C side's fo_formats and its
+    Kahan and block-maximum slots): the parameter's format `p` (FMT_NATIVE,
+    FMT_F16, FMT_BF16), each state slot's `state` format (FMT_NATIVE, FMT_BF16
+    as uint16 bits, FMT_Q8, FMT_Q8_UNSIGNED), the slots' block maxima `absmax`
+    (float32 arrays; None for other formats), the compensation `kahan` (for
+    ROUND_KAHAN), the `rounding` of a 16-bit parameter and the stochastic
+    rounding's `seed` and `stream` (the array's number in its key)."""
+
+    def __init__(self, p=FMT_NATIVE, state=(), absmax=(), kahan=None,
+                 rounding=ROUND_NEAREST, seed=0, stream=0):
+        self.p = p
+        self.state = tuple(state) + (FMT_NATIVE,) * (MAX_STATES - len(state))
+        self.absmax = tuple(absmax) + (None,) * (MAX_STATES - len(absmax))
+        self.kahan = kahan
+        self.rounding = rounding
+        self.seed = seed
+        self.stream = stream
+
+    def load_state(self, j, a):
+        """State slot j's values as a float32 array of a's shape (a itself when
+        it is float32: updated in place)."""
+        fmt = self.state[j]
+        if fmt == FMT_BF16:
+            return widen(a, FMT_BF16)
+        if fmt in (FMT_Q8, FMT_Q8_UNSIGNED) and self.absmax[j] is not None:
+            flat = q8_decode(np.ravel(a, order="K"), self.absmax[j], fmt)
+            out = np.empty_like(a, dtype=np.float32)
+            np.ravel(out, order="K")[...] = flat  # a's layout (contiguous)
+            return out
+        return a
+
+    def store_state(self, j, a, values):
+        fmt = self.state[j]
+        if fmt == FMT_BF16:
+            a.view(np.uint16)[...] = narrow(values, FMT_BF16)
+        elif fmt in (FMT_Q8, FMT_Q8_UNSIGNED) and self.absmax[j] is not None:
+            codes, absmax = q8_encode(np.ravel(values, order="K"), fmt)
+            np.ravel(a, order="K")[...] = codes
+            self.absmax[j][...] = absmax
+
+    def store_parameter(self, p, values, t):
+        """Round the float32 `values` into the 16-bit parameter p (in place);
+        returns p's new values as float32 (what an EMA follows)."""
+        if self.rounding == ROUND_KAHAN:
+            return kahan_store(p, self.kahan, values, self.p)
+        if self.rounding == ROUND_STOCHASTIC:
+            key = rounding_key(self.seed, t, self.stream)
+            p.view(np.uint16)[...] = narrow_stochastic(values, self.p, key)
+        else:
+            p.view(np.uint16)[...] = narrow(values, self.p)
+        return widen(p, self.p)
+
+
+def widen_any(a):
+    """Any parameter or gradient as the float values the arithmetic sees:
+    16-bit arrays widened to float32, others as they are."""
+    fmt = format_of(a.dtype)
+    return a if fmt == FMT_NATIVE else widen(a, fmt)
+
+
 # --- one call over many arrays ------------------------------------------------------
 
 def _silent(fn):
@@ -540,15 +828,29 @@ def scaled(g, grad_scale, dtype):
 @_silent
 def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     """The update of checked arrays: `entries` is a list of (p, g, states, wd)
-    or (p, g, states, wd, factors) with states in slot order (None where absent)
-    and factors as Array takes them; g may be (sources, scale), the gradient's
-    sources to sum in order (sum_sources). Returns the new scalars."""
+    or (p, g, states, wd, storage[, factors]) with states in slot order (None
+    where absent) and factors as Array takes them; g may be (sources, scale),
+    the gradient's sources to sum in order (sum_sources); `storage` (a Storage,
+    or None for arrays in their own dtype) says how 16-bit and 8-bit streams
+    are widened before the rule and written back after it (elementwise rules
+    only: the C driver stages no rule with a reduction or a factored state).
+    Returns the new scalars."""
     # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
     # float(t) from overflowing
-    c, f, scalars = r.prepare(min(t, 2**64), lr, h, flags, tuple(scalars))
-    for p, g, s, wd, *factors in entries:
+    t = min(t, 2**64)
+    c, f, scalars = r.prepare(t, lr, h, flags, tuple(scalars))
+    for p, g, s, wd, *more in entries:
+        storage = more[0] if more else None
+        factors = more[1:]
+        if storage is not None and (r.reduce is not None or factors):
+            raise ValueError(f"{r.name}: storage formats are for elementwise rules only")
         if isinstance(g, tuple):  # several sources (data parallelism), in order
             g = sum_sources(g[0], g[1])
+        if storage is not None:  # the staged block loop: float32 in, stored formats out
+            stored, stored_s = p, s
+            p = widen(p, storage.p) if storage.p != FMT_NATIVE else p
+            g = widen_any(g)
+            s = [None if a is None else storage.load_state(j, a) for j, a in enumerate(s)]
         # Every rule starts from gi = grad_scale*g, and the array's decay:
         # L2 adds wd*p to gi; decoupled scales p by 1 - lr*wd first (after the
         # reduce pass of a rule with a reduction); update is the rule's own.
@@ -570,6 +872,12 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
             r.update(p, gi, s, c, fa, a)
         else:
             r.update(p, gi, s, c, fa)
+        if storage is not None:
+            for j, stored_j in enumerate(stored_s):
+                if stored_j is not None:
+                    storage.store_state(j, stored_j, s[j])
+            if storage.p != FMT_NATIVE:
+                storage.store_parameter(stored, p, t)
     return scalars
 
 
@@ -627,11 +935,18 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     named = [(n, d) for n, d in zip(state_names, states) if d is not None]
     entries = check.gather(parameters, grads, named)
     wds = check.weight_decays(parameters, weight_decay)
+    if r.reduce is not None:
+        for key, (p, _, _) in zip(parameters, entries):
+            if check.is_16bit(p.dtype):
+                raise TypeError(f"{r.name} reduces over whole arrays and takes no 16-bit "
+                                f"parameters: parameters[{key!r}] is {p.dtype}")
     rows = []
     for i, (p, g, present) in enumerate(entries):
         it = iter(present)
         s = [next(it) if d is not None else None for d in states]
-        rows.append((p, g, s, 0.0 if wds is None else wds[i]))
+        # a 16-bit parameter: float32 arithmetic and state, rounded to nearest
+        storage = Storage(p=format_of(p.dtype)) if check.is_16bit(p.dtype) else None
+        rows.append((p, g, s, 0.0 if wds is None else wds[i], storage))
     return apply(r, rows, t, lr, h, flags, decay, gs, sc)
 
 
@@ -645,7 +960,7 @@ def _chunk_sums(g, scale=1.0, chunk=_NORM_CHUNK):
     """The kernel's partial sums of one array: per chunk of `chunk` elements
     in memory order, lane j sums the squares of elements j, j+16, ... (each
     multiplied by `scale` first) in order, then the lanes are added in order."""
-    x = np.ravel(g, order="K").astype(np.float64) * scale
+    x = np.ravel(widen_any(g), order="K").astype(np.float64) * scale
     n = x.size
     if n == 0:
         return np.zeros(0)
@@ -693,7 +1008,7 @@ def _group_norm(gradients):
     in double, in fixed chunks; where float64 squares overflow or underflow, the
     sum again with every element scaled by a power of two that brings the
     largest to [0.5, 1)."""
-    finite = all(bool(np.isfinite(g).all()) for g in gradients)
+    finite = all(bool(np.isfinite(widen_any(g)).all()) for g in gradients)
     total = _sum_of_squares(gradients)
     if finite and any(g.dtype == np.float64 for g in gradients) and \
             (total == math.inf or total < _NORM_TINY):
@@ -745,7 +1060,7 @@ class Stepper:
 
     _compiled = False  # every step is _step_numpy
 
-    def _bind(self, rule, keys, rows, takes=None, phase=False):
+    def _bind(self, rule, keys, rows, unsigned=(), takes=None, phase=False):
         """The compiled backend gathers pointers here; nothing to do."""
 
     def _bind_factors(self, factors):
@@ -756,5 +1071,5 @@ class Stepper:
         """The compiled backend drops its pointers here; nothing to do."""
 
     def _configure(self, hyper, flags, decay, weight_decay, max_norm, skip, maximize,
-                   ema_decay=0.0, ema_warmup=False):
+                   ema_decay=0.0, ema_warmup=False, rounding=ROUND_NEAREST, seed=0):
         """The compiled backend copies the settings here; nothing to do."""

@@ -6,19 +6,30 @@
 # needs it, and makes one C call per dtype. Settings (hyperparameters, flags,
 # weight decay, clipping) are copied into C fields when they change (_configure).
 #
+# A group of 16-bit parameters, or with bfloat16 or 8-bit state, passes its
+# streams' formats (fo_formats), read from its arrays' dtypes at _bind.
+#
 # A class whose step has a NumPy part (a "phase": Muon's orthogonalization,
 # Adafactor's row and column statistics) binds with phase=True: the step then
 # measures the norm, calls the object's _phase_step with the gradients and the
 # scale, and makes the C calls. Arrays the rule does not take (takes[i] False:
 # the phase updates them) are in the norm but not in the rule's update.
 
+DEF MAX_GROUPS = 4        # float32, float64, float16, bfloat16 parameters
+
 cdef struct Group:
-    int dtype             # FO_F32 or FO_F64
+    int dtype             # the arithmetic: FO_F32 or FO_F64
+    int ptypenum          # the parameters' type number
     Py_ssize_t k          # arrays of this dtype
-    void **x              # x[s * k + i]: slot s (p, g, state slots) of array i
+    void **x              # x[s * k + i]: slot s (p, g, state slots, ...) of array i
     size_t *n
     size_t *un            # elements the rule updates: n, or 0 (an array it does not take)
     double *wd            # per array (NULL: no weight decay in this group)
+    uint64_t *stream      # per array: its key's index (stochastic rounding)
+    bint staged           # fmt applies (a stream is not in the group's dtype)
+    bint kahan            # every array has a Kahan compensation
+    fo_formats fmt        # fmt.g is set per step from the gradients' dtype
+    int gtypenum          # this step's gradients' type number
     fo_factors *factors   # per array (NULL: none in this group)
 
 
@@ -41,7 +52,7 @@ cdef class Stepper:
     cdef double ema_decay             # with an EMA slot
     cdef bint ema_warmup
     cdef int ngroups
-    cdef Group groups[2]
+    cdef Group groups[MAX_GROUPS]
     cdef Py_ssize_t k
     cdef size_t total
     # per key, in the parameters' order
@@ -67,10 +78,10 @@ cdef class Stepper:
         self.max_norm = -1.0
         self.dkeys = NULL
         self.wlo = NULL
-        self.groups[0].x = NULL
-        self.groups[1].x = NULL
-        self.groups[0].factors = NULL
-        self.groups[1].factors = NULL
+        cdef int j
+        for j in range(MAX_GROUPS):
+            self.groups[j].x = NULL
+            self.groups[j].factors = NULL
         self.ngroups = 0
 
     def __dealloc__(self):
@@ -80,7 +91,7 @@ cdef class Stepper:
         cdef int j
         PyMem_Free(self.dkeys)
         PyMem_Free(self.wlo)
-        for j in range(2):
+        for j in range(MAX_GROUPS):
             PyMem_Free(self.groups[j].x)
             PyMem_Free(self.groups[j].factors)
             self.groups[j].x = NULL
@@ -102,13 +113,18 @@ cdef class Stepper:
         self._release()
         self._refs = None
 
-    def _bind(self, str rule, list keys, list rows, takes=None, bint phase=False):
-        """Gather the pointers of `rows[i] = [p, state slot 0, ..., the EMA]`
-        (None for an absent slot) of parameter keys[i], by dtype. Returns False (every
-        step then takes _step_numpy) when an array cannot take the C path. The
-        caller has checked the arrays (writeable, not overlapping, state shaped
-        and laid out like its parameter). takes[i] False: the rule leaves key i
-        to the phase (its gradient still counts in the norm); phase: call
+    def _bind(self, str rule, list keys, list rows, tuple unsigned=(), takes=None,
+              bint phase=False):
+        """Gather the pointers of `rows[i] = [p, state slot 0, ..., the EMA, the
+        Kahan compensation, the block maxima of slots 0, 1, 2]` (None for an
+        absent slot; a shorter row leaves the rest absent) of parameter keys[i],
+        by dtype. A state array of uint16 holds bfloat16 bits, one of uint8
+        8-bit codes (with its block maxima; the signed map, or the unsigned one
+        where unsigned[j] is true). Returns False (every step then takes
+        _step_numpy) when an array cannot take the C path. The caller has
+        checked the arrays (writeable, not overlapping, state shaped and laid
+        out like its parameter). takes[i] False: the rule leaves key i to the
+        phase (its gradient still counts in the norm); phase: call
         _phase_step(grads, scale, t, lr) before the rule's update."""
         self._release()
         self._refs = None
@@ -117,16 +133,26 @@ cdef class Stepper:
         cdef list typenums = []
         cdef list counts = []
         cdef cnp.ndarray p, a
-        cdef int g
+        cdef int g, storage
         for row in rows:
+            if len(row) > NSLOTS - 1:
+                return False
             for x in row:
                 if x is not None and not _obj_eligible(x):
                     return False
             p = <cnp.ndarray>row[0]
+            _learn_bfloat16(p)
+            if _storage_of(cnp.PyArray_TYPE(p)) < 0:
+                return False
             if cnp.PyArray_TYPE(p) not in typenums:
                 typenums.append(cnp.PyArray_TYPE(p))
                 counts.append(0)
             counts[typenums.index(cnp.PyArray_TYPE(p))] += 1
+        # every group's formats, from its arrays' dtypes (None: not a C group)
+        cdef list formats = [_group_formats(t, [r for r in rows if r[0].dtype.num == t], unsigned)
+                             for t in typenums]
+        if any(f is None for f in formats):
+            return False
 
         self.k = k
         self.total = 0
@@ -147,23 +173,33 @@ cdef class Stepper:
         self.ndim = self.group + k
         self.c_order = <bint *>(self.ndim + k)
         cdef Py_ssize_t kg
+        cdef Group *G
         for j in range(len(typenums)):
             kg = counts[j]
-            self.groups[j].dtype = _dtype_of(typenums[j])
-            self.groups[j].k = 0
-            self.groups[j].x = <void **>PyMem_Malloc(
-                kg * (NSLOTS * sizeof(void *) + 2 * sizeof(size_t) + sizeof(double)) + 1)
-            if self.groups[j].x == NULL:
+            G = &self.groups[j]
+            G.dtype = _dtype_of(typenums[j])
+            G.ptypenum = typenums[j]
+            G.k = 0
+            G.x = <void **>PyMem_Malloc(
+                kg * (NSLOTS * sizeof(void *) + sizeof(uint64_t) + 2 * sizeof(size_t)
+                      + sizeof(double)) + 1)
+            if G.x == NULL:
                 raise MemoryError()
-            memset(self.groups[j].x, 0, kg * NSLOTS * sizeof(void *))
-            self.groups[j].n = <size_t *>(self.groups[j].x + NSLOTS * kg)
-            self.groups[j].un = self.groups[j].n + kg
-            self.groups[j].wd = NULL
-            self.groups[j].factors = NULL
+            memset(G.x, 0, kg * NSLOTS * sizeof(void *))
+            G.stream = <uint64_t *>(G.x + NSLOTS * kg)
+            G.n = <size_t *>(G.stream + kg)
+            G.un = G.n + kg
+            G.wd = NULL
+            G.factors = NULL
+            memset(&G.fmt, 0, sizeof(fo_formats))
+            G.fmt.p, state, G.staged, G.kahan = formats[j]
+            for s in range(FO_MAX_STATES):
+                G.fmt.state[s] = state[s]
+            G.fmt.stream = G.stream
+            G.gtypenum = -1
             self.ngroups = j + 1
 
         cdef list written = []
-        cdef Group *G
         cdef uintptr_t lo
         for i in range(k):
             p = <cnp.ndarray>rows[i][0]
@@ -180,6 +216,7 @@ cdef class Stepper:
             self.c_order[i] = cnp.PyArray_IS_C_CONTIGUOUS(p)
             self.nbytes[i] = <size_t>cnp.PyArray_NBYTES(p)
             G.n[G.k] = <size_t>cnp.PyArray_SIZE(p)
+            G.stream[G.k] = <uint64_t>i
             G.un[G.k] = G.n[G.k] if takes is None or takes[i] else 0
             self.total += G.n[G.k]
             for s in range(len(rows[i])):
@@ -213,11 +250,12 @@ cdef class Stepper:
 
     def _configure(self, tuple hyper, unsigned flags, unsigned decay, list weight_decay,
                    max_norm, bint skip, bint maximize, double ema_decay=0.0,
-                   bint ema_warmup=False):
+                   bint ema_warmup=False, int rounding=FO_ROUND_NEAREST, object seed=0):
         """Copy the settings (checked by the caller) into C fields: the rule's
         hyperparameters and flags, the decay style, the weight decay of each key
         (in the parameters' order), clipping, the non-finite skip, maximize, the
-        moving average's decay and warmup."""
+        moving average's decay and warmup, and how 16-bit parameters are
+        written back (fo_rounding, with the stochastic rounding's seed)."""
         cdef int j
         cdef Py_ssize_t i
         cdef Group *G
@@ -240,7 +278,15 @@ cdef class Stepper:
         if self.args.sources < 1:
             self.args.sources = 1
             self.args.source_scale = 1.0
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            if G.fmt.p != FO_FMT_NATIVE:
+                if rounding == FO_ROUND_KAHAN and not G.kahan:
+                    raise ValueError("Kahan summation needs a compensation array per parameter")
+                G.fmt.rounding = rounding
+                G.fmt.seed = <uint64_t>(int(seed) & 0xFFFFFFFFFFFFFFFF)
         probe = self.args
+        probe.formats = NULL
         if fo_update(self.rule, FO_F64, 0, NULL, NULL, &probe) != 0:
             raise ValueError(f"rule {fo_rule_info(self.rule, 0).decode()}: flags {flags} or "
                              f"decay {decay} not compiled")
@@ -373,16 +419,26 @@ cdef class Stepper:
             raise RuntimeError("step() of one optimizer was called from two threads at once")
         if type(grads) is not dict:
             return -1
+        cdef int j
+        for j in range(self.ngroups):
+            self.groups[j].gtypenum = -1
         for i in range(self.k):
             item = PyDict_GetItem(grads, <object>self.dkeys[i])
             if item == NULL or not self._grad_ok(item, i):
                 return -1
             lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>item)
-            if self.nbytes[i] and self._written(lo, lo + self.nbytes[i]):
+            if self.nbytes[i] and self._written(
+                    lo, lo + <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>item)):
                 return -1
             G = &self.groups[self.group[i]]
             G.x[G.k + self.slot[i]] = <void *>lo
             self.grads[i] = item
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            G.fmt.g = FO_FMT_NATIVE if G.gtypenum == cnp.NPY_FLOAT or G.gtypenum == cnp.NPY_DOUBLE \
+                else _storage_of(G.gtypenum)
+            if G.fmt.g != FO_FMT_NATIVE and self.args.sources > 1:
+                return -1  # 16-bit gradients of several sources: the NumPy step
         self.args.t = t
         self.args.lr = lr
         self.args.ema_decay = self.ema_decay
@@ -457,7 +513,8 @@ cdef class Stepper:
             for j in range(self.ngroups):
                 G = &self.groups[j]
                 g_bad = 0
-                total = hypot(total, fo_norm(G.dtype, G.k, G.x + G.k, G.n, &g_bad))
+                total = hypot(total, fo_norm(_storage_of(G.gtypenum), G.k, G.x + G.k, G.n,
+                                             &g_bad))
                 bad = bad | g_bad
             self.norm = total
             if self.skip and bad:
@@ -481,17 +538,62 @@ cdef class Stepper:
             for i in range(self.nscalars):
                 self.args.scalars[i] = self.sc[i]
             self.args.weight_decay = G.wd
+            self.args.formats = &G.fmt if G.staged or G.fmt.g != FO_FMT_NATIVE else NULL
             self.args.factors = G.factors
             fo_update(self.rule, G.dtype, G.k, G.x, G.un, &self.args)
         for i in range(self.nscalars):
             self.sc[i] = self.args.scalars[i]
 
     cdef inline bint _grad_ok(self, PyObject *obj, Py_ssize_t i) noexcept:
-        """Is `obj` an array the C path takes as the gradient of key i?"""
-        cdef int typenum = cnp.NPY_FLOAT if self.groups[self.group[i]].dtype == FO_F32 \
-            else cnp.NPY_DOUBLE
-        return _fast_array(obj, typenum, self.ndim[i], self.dims + i * cnp.NPY_MAXDIMS,
+        """Is `obj` an array the C path takes as the gradient of key i? Its
+        parameter's dtype, or float32 for a 16-bit parameter; the first
+        gradient of a group decides for the others in this step."""
+        cdef Group *G = &self.groups[self.group[i]]
+        cdef int typenum
+        if G.gtypenum < 0:
+            if not cnp.PyArray_Check(<object>obj):
+                return False
+            typenum = cnp.PyArray_TYPE(<cnp.ndarray>obj)
+            if typenum != G.ptypenum and not (G.fmt.p != FO_FMT_NATIVE
+                                              and typenum == cnp.NPY_FLOAT):
+                return False
+            G.gtypenum = typenum
+        return _fast_array(obj, G.gtypenum, self.ndim[i], self.dims + i * cnp.NPY_MAXDIMS,
                            self.c_order[i], False)
+
+    def _ceiling(self, grads):
+        """Benchmarks: the memory traffic of one step over this object's own
+        arrays with trivial arithmetic (each group's streams in their formats:
+        fo_ceiling_formats; fo_ceiling for float64). It overwrites the
+        parameters and state with meaningless values. Returns False when the
+        gradients cannot take the C path."""
+        cdef Py_ssize_t i
+        cdef int j, nstates
+        cdef PyObject *item
+        cdef Group *G
+        if self.rule < 0 or type(grads) is not dict:
+            return False
+        for j in range(self.ngroups):
+            self.groups[j].gtypenum = -1
+        for i in range(self.k):
+            item = PyDict_GetItem(grads, <object>self.dkeys[i])
+            if item == NULL or not self._grad_ok(item, i):
+                return False
+            G = &self.groups[self.group[i]]
+            G.x[G.k + self.slot[i]] = cnp.PyArray_DATA(<cnp.ndarray>item)
+        for j in range(self.ngroups):
+            G = &self.groups[j]
+            G.fmt.g = FO_FMT_NATIVE if G.gtypenum == cnp.NPY_FLOAT or G.gtypenum == cnp.NPY_DOUBLE \
+                else _storage_of(G.gtypenum)
+            nstates = 0
+            while nstates < FO_MAX_STATES and G.k and G.x[(2 + nstates) * G.k] != NULL:
+                nstates += 1
+            with nogil:
+                if G.dtype == FO_F32:
+                    fo_ceiling_formats(&G.fmt, FO_MAX_STATES, G.k, G.x, G.n)
+                else:
+                    fo_ceiling(G.dtype, nstates, G.k, G.x, G.n)
+        return True
 
     cdef inline bint _written(self, uintptr_t lo, uintptr_t hi) noexcept:
         """Does [lo, hi) meet a range the step writes? (binary search: the last
@@ -510,11 +612,64 @@ cdef bint _obj_eligible(object a):
     if not cnp.PyArray_Check(a):
         return False
     cdef cnp.ndarray x = <cnp.ndarray>a
+    _learn_bfloat16(x)
     cdef int typenum = cnp.PyArray_TYPE(x)
-    return ((typenum == cnp.NPY_FLOAT or typenum == cnp.NPY_DOUBLE)
+    return ((_storage_of(typenum) >= 0 or typenum == cnp.NPY_UBYTE
+             or typenum == cnp.NPY_USHORT)
             and cnp.PyArray_ISNOTSWAPPED(x) and cnp.PyArray_ISALIGNED(x)
             and cnp.PyArray_ISWRITEABLE(x)
             and (cnp.PyArray_IS_C_CONTIGUOUS(x) or cnp.PyArray_IS_F_CONTIGUOUS(x)))
+
+
+cdef object _group_formats(int typenum, list rows, tuple unsigned):
+    """(parameter format, state formats, staged, every array has a Kahan
+    compensation) of the arrays whose parameters have this type number, from
+    the dtypes of their state (float32: in the call's dtype; uint16: bfloat16;
+    uint8: 8-bit codes, with float32 block maxima), or None when the C path
+    cannot take them (state in another dtype, float64 parameters with stored
+    state, formats that differ between arrays of one slot)."""
+    cdef int storage = _storage_of(typenum)
+    cdef bint p16 = storage == FO_F16 or storage == FO_BF16
+    cdef int native = cnp.NPY_DOUBLE if storage == FO_F64 else cnp.NPY_FLOAT
+    state = [FO_FMT_NATIVE] * FO_MAX_STATES
+    kinds = [set() for _ in range(FO_MAX_STATES)]
+    kahan = True
+    for row in rows:
+        row = list(row) + [None] * (NSLOTS - 1 - len(row))
+        for j in range(FO_MAX_STATES):
+            a = row[1 + j]
+            if a is None:
+                continue
+            am = row[FO_SLOT_ABSMAX - 1 + j]
+            t = a.dtype.num
+            if t == native:
+                if am is not None:
+                    return None
+                kinds[j].add("native")
+            elif storage != FO_F64 and t == cnp.NPY_USHORT and am is None:
+                kinds[j].add("bf16")
+            elif (storage != FO_F64 and t == cnp.NPY_UBYTE and am is not None
+                  and am.dtype.num == cnp.NPY_FLOAT
+                  and am.size == (a.size + FO_Q8_BLOCK - 1) // FO_Q8_BLOCK):
+                kinds[j].add("q8")
+            else:
+                return None
+        ema = row[FO_SLOT_EMA - 1]
+        if ema is not None and ema.dtype.num != native:
+            return None
+        comp = row[FO_SLOT_KAHAN - 1]
+        if comp is not None and (not p16 or comp.dtype.num != typenum):
+            return None
+        kahan = kahan and comp is not None
+    for j in range(FO_MAX_STATES):
+        if "bf16" in kinds[j]:
+            if len(kinds[j]) > 1:
+                return None
+            state[j] = FO_FMT_BF16
+        elif "q8" in kinds[j]:  # arrays below the 8-bit threshold keep float32
+            state[j] = FO_FMT_Q8_UNSIGNED if j < len(unsigned) and unsigned[j] else FO_FMT_Q8
+    staged = p16 or any(f != FO_FMT_NATIVE for f in state)
+    return (storage if p16 else FO_FMT_NATIVE), tuple(state), staged, kahan
 
 
 cdef double _schedule_lr(int kind, const double *a, int64_t n) noexcept:

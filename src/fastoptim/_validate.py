@@ -65,14 +65,43 @@ def check_dict(name, d):
         raise TypeError(f"{name} must be a dict, got {type(d).__name__}")
 
 
+def is_bfloat16(dtype):
+    """ml_dtypes' bfloat16 (NumPy kind "V"), recognised without importing ml_dtypes."""
+    return dtype.name == "bfloat16" and dtype.itemsize == 2
+
+
+def is_16bit(dtype):
+    """float16 or bfloat16: arithmetic in float32, state float32 by default."""
+    return dtype == np.float16 or is_bfloat16(dtype)
+
+
+def state_dtype(dtype):
+    """The dtype of the state of a parameter of this dtype (the dict API's, and
+    the objects' default): float32 for 16-bit parameters, else their own."""
+    return np.dtype(np.float32) if is_16bit(dtype) else dtype
+
+
 def parameter(label, a):
-    """A parameter (or any array to be updated): a floating ndarray."""
+    """A parameter (or any array to be updated): a floating ndarray (bfloat16
+    included)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(a).__name__}")
-    if a.dtype.kind != "f":
+    if a.dtype.kind != "f" and not is_bfloat16(a.dtype):
         raise TypeError(
             f"{label} has dtype {a.dtype}; fastoptim updates real floating-point arrays only"
         )
+
+
+def gradient_as(g, p):
+    """A gradient as the update reads it: in p's dtype, except that a 16-bit
+    parameter takes its own dtype or float32 as they are (any other dtype is
+    converted to float32); bfloat16 gradients are widened exactly first."""
+    if is_bfloat16(g.dtype) and g.dtype != p.dtype:
+        g = (g.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(all="ignore"):  # a value beyond the dtype's range becomes Inf
+        if is_16bit(p.dtype):
+            return g if g.dtype in (p.dtype, np.float32) else g.astype(np.float32)
+        return g.astype(p.dtype, copy=False)
 
 
 def gather(parameters, grads, states=()):
@@ -80,9 +109,10 @@ def gather(parameters, grads, states=()):
 
     `states` is a sequence of (name, dict) pairs, e.g. (("v", v), ("s", s)).
     Every parameter key k needs grads["d" + k] and state["d" + k], of the
-    parameter's shape; state arrays also share its dtype. Parameters and state
-    are written in place, so they must be writeable and must not share memory
-    with each other; a gradient that shares memory with them is copied first.
+    parameter's shape; state arrays also share its dtype (float32 for a 16-bit
+    parameter). Parameters and state are written in place, so they must be
+    writeable and must not share memory with each other; a gradient that shares
+    memory with them is copied first.
     """
     check_dict("parameters", parameters)
     check_dict("grads", grads)
@@ -109,10 +139,11 @@ def gather(parameters, grads, states=()):
             slabel = f"{name}[{dkey!r}]"
             parameter(slabel, a)
             _same_shape(slabel, a, label, p)
-            if a.dtype != p.dtype:
+            if a.dtype != state_dtype(p.dtype):
                 raise TypeError(
                     f"{slabel} has dtype {a.dtype} but {label} has dtype {p.dtype}; "
-                    "state must have the parameter's dtype"
+                    + ("the state of a 16-bit parameter is float32 (initialize_* make it)"
+                       if is_16bit(p.dtype) else "state must have the parameter's dtype")
                 )
             _writable(slabel, a)
             labelled.append((slabel, a, True))
@@ -127,8 +158,7 @@ def gather(parameters, grads, states=()):
         # Subclasses (np.matrix, masked arrays) are updated as plain arrays, as
         # the C kernels do: elementwise, every element.
         entry[0] = np.asarray(entry[0])
-        with np.errstate(all="ignore"):  # a value beyond the dtype's range becomes Inf
-            entry[1] = np.asarray(g).astype(entry[0].dtype, copy=False)
+        entry[1] = gradient_as(np.asarray(g), entry[0])
         entry[2] = [np.asarray(a) for a in entry[2]]
     return entries
 

@@ -3,7 +3,10 @@
 Entries: "parameters/<key>" for each parameter, "optimizer/<entry>" for each
 entry of optimizer.state_dict(), and "fastoptim/checkpoint" (the format
 version). Nothing is pickled: every entry is a .npy array of a plain dtype
-(bool, integer, float, complex or str).
+(bool, integer, float, complex or str). A bfloat16 array (ml_dtypes' dtype,
+which .npy cannot name) is stored as uint16 with the same bits, and the entry
+"fastoptim/dtype/<entry>" = "bfloat16" says so; loading views it as the
+destination's bfloat16 dtype again (ml_dtypes is never imported here).
 
 Saving. save_checkpoint writes a temporary file `.NAME.<pid>.<hex>.tmp` in the
 target's directory, flushes it to disk and renames it over the target
@@ -66,6 +69,8 @@ FORMAT = 1
 _MARK = "fastoptim/checkpoint"
 _PARAMS = "parameters/"
 _OPTIM = "optimizer/"
+_DTYPE = "fastoptim/dtype/"  # + an entry's name: the dtype of its uint16 bits
+_BFLOAT16 = "bfloat16"
 
 _PLAIN_KINDS = "biufcU"    # bool, int, uint, float, complex, str
 _MAX_HEADER = 10000        # bytes of .npy header text (NumPy's own limit)
@@ -106,14 +111,14 @@ def save_checkpoint(path, parameters, optimizer=None):
     _check_optimizer(optimizer)
     payload = {_MARK: np.asarray(FORMAT)}
     for key, a in _checked_parameters(parameters):
-        payload[_PARAMS + key] = a
+        _store(payload, _PARAMS + key, a)
     if optimizer is not None:
         for key, value in optimizer.state_dict(copy=False).items():
             a = np.asarray(value)
-            if not _plain(a.dtype):
+            if not (_plain(a.dtype) or check.is_bfloat16(a.dtype)):
                 raise TypeError(f"{type(optimizer).__name__}'s state {key!r} = {value!r} "
                                 f"cannot be stored in a checkpoint")
-            payload[_OPTIM + key] = a
+            _store(payload, _OPTIM + key, a)
 
     directory = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -144,6 +149,14 @@ def save_checkpoint(path, parameters, optimizer=None):
         with _writing_lock:
             _writing.discard(tmp)
     _fsync_directory(directory)
+
+
+def _store(payload, name, a):
+    """Entry `name` = a; a bfloat16 array as its uint16 bits, with its dtype entry."""
+    if check.is_bfloat16(a.dtype):
+        payload[_DTYPE + name] = np.asarray(_BFLOAT16)
+        a = a.view(np.uint16)
+    payload[name] = a
 
 
 def _temporary_pattern(base):
@@ -271,13 +284,14 @@ def load_checkpoint(path, parameters, optimizer=None):
         names = archive.members
         if _MARK not in names:
             raise ValueError(f"{path}: not a fastoptim checkpoint (no {_MARK!r} entry)")
-        other = [k for k in names if k != _MARK and not k.startswith((_PARAMS, _OPTIM))]
+        other = [k for k in names if k != _MARK and not k.startswith((_PARAMS, _OPTIM, _DTYPE))]
         if other:
             raise ValueError(f"{path}: unexpected entries {', '.join(map(repr, sorted(other)))}")
         version = archive.read(_MARK, scalar=True)
         if version.dtype.kind not in "iu" or version.item() != FORMAT:
             raise ValueError(f"{path}: checkpoint format {version!r}; this fastoptim reads "
                              f"format {FORMAT}")
+        bfloat16 = _bfloat16_entries(archive, path)
 
         saved = {k[len(_PARAMS):] for k in names if k.startswith(_PARAMS)}
         for key, _ in targets:
@@ -297,13 +311,18 @@ def load_checkpoint(path, parameters, optimizer=None):
                                  f"{type(optimizer).__name__} does not have, e.g. "
                                  f"{', '.join(map(repr, sorted(unknown)[:5]))}")
 
-        copies = [(dest, archive.read(_PARAMS + key, like=dest)) for key, dest in targets]
+        copies = [(dest, _as_stored(archive, _PARAMS + key, dest, bfloat16, path))
+                  for key, dest in targets]
         state = {}
         if optimizer is not None:
             for key in stored:
                 dest = now.get(key)
                 if isinstance(dest, np.ndarray):
-                    state[key] = archive.read(_OPTIM + key, budget=dest.nbytes)
+                    state[key] = _as_stored(archive, _OPTIM + key, dest, bfloat16, path,
+                                            like=False)
+                elif _OPTIM + key in bfloat16:
+                    raise TypeError(f"{path}: entry {_OPTIM + key!r} is a bfloat16 array; "
+                                    f"the optimizer has no such array")
                 else:  # every other entry of a state dict is a scalar
                     state[key] = archive.read(_OPTIM + key, scalar=True)
 
@@ -318,6 +337,45 @@ def load_checkpoint(path, parameters, optimizer=None):
         np.copyto(dest, src)
     if apply_state is not None:
         apply_state()
+
+
+def _bfloat16_entries(archive, path):
+    """The entries stored as bfloat16 bits (their "fastoptim/dtype/" entries,
+    each a scalar str naming bfloat16 and an entry of the file)."""
+    out = set()
+    for name in archive.members:
+        if not name.startswith(_DTYPE):
+            continue
+        entry = name[len(_DTYPE):]
+        value = archive.read(name, scalar=True)
+        if value.dtype.kind != "U" or value.item() != _BFLOAT16:
+            raise ValueError(f"{path}: entry {name!r} is {value!r}; a dtype entry says "
+                             f"{_BFLOAT16!r}")
+        if entry not in archive.members or not entry.startswith((_PARAMS, _OPTIM)):
+            raise ValueError(f"{path}: entry {name!r} names no array of the file")
+        out.add(entry)
+    return out
+
+
+def _as_stored(archive, name, dest, bfloat16, path, like=True):
+    """Entry `name` for destination `dest` (a parameter: its shape and dtype, or
+    a state array: within its size): a bfloat16 entry is read as uint16 and
+    viewed as dest's bfloat16 dtype."""
+    if name in bfloat16:
+        if not check.is_bfloat16(dest.dtype):
+            what = (f"parameters[{name[len(_PARAMS):]!r}]" if like
+                    else f"the optimizer's {name[len(_OPTIM):]}")
+            raise TypeError(f"{path}: entry {name!r} has dtype bfloat16 but {what} has "
+                            f"dtype {dest.dtype}")
+        bits = dest.view(np.uint16)
+        a = (archive.read(name, like=bits) if like
+             else archive.read(name, budget=bits.nbytes))
+        if a.dtype != np.uint16:
+            raise TypeError(f"{path}: entry {name!r} is marked bfloat16 but holds {a.dtype}")
+        return a.view(dest.dtype)
+    if like:
+        return archive.read(name, like=dest)
+    return archive.read(name, budget=dest.nbytes)
 
 
 def read_state_dict(npz, optimizer):
@@ -521,9 +579,9 @@ def _checked_parameters(parameters):
         if not isinstance(a, np.ndarray):
             raise TypeError(f"parameters[{key!r}] must be a numpy.ndarray, "
                             f"got {type(a).__name__}")
-        if not _plain(a.dtype):
+        if not (_plain(a.dtype) or check.is_bfloat16(a.dtype)):
             raise TypeError(f"parameters[{key!r}] has dtype {a.dtype}; a checkpoint holds "
-                            f"plain numbers and strings only")
+                            f"plain numbers, strings and bfloat16 arrays only")
         items.append((key, a))
     return items
 

@@ -95,7 +95,7 @@ def initialize_velocity(parameters):
     -------
     dict
         v["d" + k]: zeros with the shape, dtype and memory layout of
-        parameters[k].
+        parameters[k]; float32 for a 16-bit (float16 or bfloat16) parameter.
     """
     return _zeros_like(parameters)
 
@@ -154,7 +154,8 @@ def initialize_adam(parameters):
     -------
     tuple of dict
         (v, s): v["d" + k] and s["d" + k] are zeros with the shape, dtype and
-        memory layout of parameters[k].
+        memory layout of parameters[k]; float32 for a 16-bit (float16 or
+        bfloat16) parameter.
     """
     return _zeros_like(parameters), _zeros_like(parameters)
 
@@ -265,7 +266,8 @@ def _zeros_like(parameters):
         if not isinstance(key, str):
             raise TypeError(f"parameter keys must be str, got {key!r}")
         check.parameter(f"parameters[{key!r}]", p)
-        state["d" + key] = np.zeros(p.shape, dtype=p.dtype, order="F" if _f_only(p) else "C")
+        state["d" + key] = np.zeros(p.shape, dtype=check.state_dtype(p.dtype),
+                                    order="F" if _f_only(p) else "C")
     return state
 
 

@@ -227,6 +227,25 @@ def _datatype(MPI, dtype):
 
 # --- DataParallel -------------------------------------------------------------------------
 
+def _refuse_storage(cls, args, arrays):
+    """DataParallel exchanges and keeps float32 and float64 arrays only: refuse
+    16-bit parameters and the storage settings (issue 13's formats are not
+    sliced, exchanged or checkpointed by rank yet)."""
+    name = f"DataParallel({cls.__name__})"
+    bits = args.get("state_bits", 32)
+    if type(bits) is not int or bits != 32:
+        raise ValueError(f"{name} keeps the optimizer state in the parameters' dtype: "
+                         f"state_bits must be 32, got {bits!r}")
+    for arg in ("kahan_summation", "stochastic_rounding"):
+        if check.flag(args.get(arg, False), arg):
+            raise ValueError(f"{name} does not take {arg}=True: its parameters are "
+                             f"float32 or float64")
+    for key, a in arrays:
+        if check.is_16bit(a.dtype):
+            raise TypeError(f"{name} takes float32 or float64 parameters, got "
+                            f"parameters[{key!r}] of {a.dtype}")
+
+
 class DataParallel:
     """An optimizer that steps with the mean of every rank's gradients, over MPI.
 
@@ -263,7 +282,8 @@ class DataParallel:
         The optimizer class's settings (learning_rate, its hyperparameters,
         options, weight_decay, weight_decay_mask, max_grad_norm,
         skip_nonfinite, ema_decay, ema_warmup, gradient_accumulation_steps),
-        the same on every rank. max_grad_norm clips by the global norm of the
+        the same on every rank (16-bit parameters, state_bits other than 32,
+        kahan_summation and stochastic_rounding are refused). max_grad_norm clips by the global norm of the
         mean gradient over all ranks (bitwise the single process's norm of G);
         skip_nonfinite skips the step on every rank when any element of G is
         Inf or NaN; with gradient_accumulation_steps=k each rank sums its own k
@@ -335,6 +355,7 @@ class DataParallel:
         del args["parameters"]
         args.pop("arena", None)
         arrays = _base._check_parameters(parameters)
+        _refuse_storage(cls, args, arrays)
         keys = [k for k, _ in arrays]
         if _EMPTY in keys:
             raise ValueError(f"parameter key {_EMPTY!r} is reserved")

@@ -113,6 +113,20 @@ expect(ValueError, r"arena=False is not supported",
 expect(TypeError, r"optimizer_class must be a fastoptim optimizer class",
        lambda: DataParallel(dict, make_params(spec), COMM))
 
+# storage formats (issue 13) are not sliced or exchanged: refused, nothing changes
+for kw, pattern in [({"state_bits": 8}, r"DataParallel\(AdamW\).*state_bits must be 32, got 8"),
+                    ({"state_bits": 16}, r"DataParallel\(AdamW\).*state_bits must be 32, got 16"),
+                    ({"kahan_summation": True}, r"DataParallel\(AdamW\).*kahan_summation=True"),
+                    ({"stochastic_rounding": True},
+                     r"DataParallel\(AdamW\).*stochastic_rounding=True")]:
+    expect(ValueError, pattern, lambda: build(make_params(spec), cls=fo.AdamW, **kw))
+p = make_params(spec)
+p["W1"] = p["W1"].astype(np.float16)
+kept = p["W1"]
+expect(TypeError, r"DataParallel\(Adam\) takes float32 or float64 parameters, got "
+       r"parameters\['W1'\] of float16", lambda: build(p))
+assert p["W1"] is kept
+
 # a rule that is not elementwise: refused when sharded, whole state otherwise
 saved = distributed.ELEMENTWISE_RULES
 distributed.ELEMENTWISE_RULES = frozenset()

@@ -46,9 +46,11 @@ def parse_args(argv, prog="python -m fastoptim bench"):
                     help="shortest timed sample in ms (default 20)")
     ap.add_argument("--isa", choices=("baseline", "avx2", "avx512"), default=None,
                     help="cap fastoptim's instruction set (default: the best available)")
-    ap.add_argument("--algo", choices=("adam", "all"), default="adam",
+    ap.add_argument("--algo", choices=("adam", "all", "lowp"), default="adam",
                     help="all: every optimizer fastoptim has (SGD, Adam, AdamW, NAdam, ...) "
-                         "against its own ceiling and torch (default size 1e7)")
+                         "against its own ceiling and torch (default size 1e7); lowp: Adam "
+                         "with 16-bit parameters, bfloat16 and 8-bit state, each against its "
+                         "own ceiling, bitsandbytes and torchao (default size 1e7)")
     ap.add_argument("--loop", action="store_true",
                     help="the step inside a training loop (an MLP and the course net, forward "
                          "and backward in NumPy): quiet, then with one other process busy")
@@ -91,6 +93,12 @@ def main(argv=None, out=None, prog="python -m fastoptim bench"):
     if args.algo == "all":
         args.sizes = None if args.sizes is None else sizes
         family.main(args, out)
+        return 0
+    if args.algo == "lowp":
+        from . import lowp
+
+        args.sizes = None if args.sizes is None else sizes
+        lowp.main(args, out)
         return 0
     adam = B.ALGORITHMS["adam"]
     min_ns = args.min_ms * 1e6

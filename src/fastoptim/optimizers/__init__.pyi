@@ -54,13 +54,27 @@ class Optimizer:
     def ema(self) -> _Arrays | None: ...
     @property
     def gradient_accumulation_steps(self) -> int: ...
+    @property
+    def state_bits(self) -> int: ...
+    @property
+    def min_8bit_size(self) -> int: ...
+    @property
+    def kahan_summation(self) -> bool: ...
+    @property
+    def stochastic_rounding(self) -> bool: ...
+    @property
+    def seed(self) -> int: ...
+    @seed.setter
+    def seed(self, value: int) -> None: ...
 
 class GD(Optimizer):
     def __init__(
         self, parameters: _Arrays, learning_rate: _Rate = ..., *,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
 
 class LAMB(Optimizer):
@@ -70,7 +84,9 @@ class LAMB(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -87,7 +103,9 @@ class SGD(Optimizer):
         dampening: float = 0.0, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         nesterov: bool = False, maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     dampening: float
@@ -105,7 +123,9 @@ class Adafactor(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta2_decay: float
     epsilon1: float | None
@@ -124,7 +144,9 @@ class Adagrad(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     lr_decay: float
     epsilon: float
@@ -141,7 +163,9 @@ class Adam(Optimizer):
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -161,7 +185,9 @@ class Adamax(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -178,7 +204,9 @@ class Lion(Optimizer):
         beta2: float = 0.99, weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None,
         maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -193,7 +221,9 @@ class Momentum(Optimizer):
         self, parameters: _Arrays, learning_rate: _Rate = ..., *, beta: float = 0.9,
         nesterov: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta: float
     nesterov: bool
@@ -207,7 +237,9 @@ class Muon(Optimizer):
         match_rms_adamw: bool = False, maximize: bool = False, muon_mask: _Mask = None,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     ns_steps: float
@@ -233,7 +265,9 @@ class NAdam(Optimizer):
         decoupled_weight_decay: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -255,7 +289,9 @@ class RAdam(Optimizer):
         weight_decay_mask: _Mask = None, decoupled_weight_decay: bool = False,
         maximize: bool = False, max_grad_norm: float | None = None,
         skip_nonfinite: bool = False, ema_decay: float | None = None,
-        ema_warmup: bool = False, gradient_accumulation_steps: int = 1, arena: bool = True,
+        ema_warmup: bool = False, gradient_accumulation_steps: int = 1,
+        state_bits: int = 32, min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -274,7 +310,9 @@ class RMSprop(Optimizer):
         weight_decay_mask: _Mask = None, centered: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     alpha: float
     epsilon: float
@@ -294,7 +332,9 @@ class AdamW(Adam):
         weight_decay_mask: _Mask = None, amsgrad: bool = False, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -315,7 +355,9 @@ class ScheduleFreeAdamW(Optimizer):
         weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     beta1: float
     beta2: float
@@ -345,7 +387,9 @@ class ScheduleFreeSGD(Optimizer):
         weight_decay: _Decay = 0.0, weight_decay_mask: _Mask = None, maximize: bool = False,
         max_grad_norm: float | None = None, skip_nonfinite: bool = False,
         ema_decay: float | None = None, ema_warmup: bool = False,
-        gradient_accumulation_steps: int = 1, arena: bool = True,
+        gradient_accumulation_steps: int = 1, state_bits: int = 32,
+        min_8bit_size: int = 4096, kahan_summation: bool = False,
+        stochastic_rounding: bool = False, seed: int = 0, arena: bool = True,
     ) -> None: ...
     momentum: float
     warmup_steps: float

@@ -33,6 +33,7 @@ _ALIGN = 64  # bytes: every array of an arena starts on a cache line
 _PAGE = 4096
 _STAGGER = 640
 _CLIP_EPS = 1e-6  # torch.nn.utils.clip_grad_norm_'s
+MIN_8BIT_SIZE = 4096  # bitsandbytes' min_8bit_size: smaller arrays keep float32 state
 _UNSET = object()
 # Arena buffers of live optimizers: id(buffer) -> optimizer (see _claim).
 _ARENAS = weakref.WeakValueDictionary()
@@ -189,9 +190,18 @@ class Optimizer(_backend.Stepper):
         self._ema_warmup = check.flag(args["ema_warmup"], "ema_warmup")
         self._accumulate = check.integer(args["gradient_accumulation_steps"],
                                          "gradient_accumulation_steps", minimum=1)
+        self._state_bits = _state_bits(args["state_bits"])
+        self._min_8bit = check.integer(args["min_8bit_size"], "min_8bit_size", minimum=0)
+        self._kahan = check.flag(args["kahan_summation"], "kahan_summation")
+        self._sr = check.flag(args["stochastic_rounding"], "stochastic_rounding")
+        if self._kahan and self._sr:
+            raise ValueError("kahan_summation and stochastic_rounding are two ways to write "
+                             "16-bit parameters back; choose one")
+        self._seed = _seed(args["seed"], "seed")
         arrays = _check_parameters(parameters)
         self._arguments = {name: args[name] for name in self.declaration.arguments}
         self._resolve_arguments(arrays)
+        self._check_storage(arrays)
         self._keys = [k for k, _ in arrays]
         self._mask = None
         self._wd = {k: 0.0 for k in self._keys}
@@ -218,35 +228,55 @@ class Optimizer(_backend.Stepper):
             (("grad_sum",) if self._accumulate > 1 else ())
         # the keys the rule updates (the phase updates the others)
         self._takes = [bool(self._rule_takes(k, p)) for k, p in arrays]
-        layout = {name: {} for name in own + extra}
+        shapes = {name: {} for name in own + extra}
         for k, p in arrays:
             for name, shape in self._state_shapes(k, p, own).items():
-                layout[name][k] = shape
+                shapes[name][k] = shape
             for name in extra:
-                layout[name][k] = p.shape
+                shapes[name][k] = p.shape
         if arena:
             self._claim(arrays)
+        layout = _Layout(kept, self.declaration.states, extra, shapes, self._state_bits,
+                         self._min_8bit, self._kahan, self.declaration.state_from_parameters)
         self._params, self._state, self._buffers = _build(arrays, layout, arena)
+        # per key, how its streams are stored (None: all in the parameter's dtype)
+        unsigned = dict(zip(names, self._rule.unsigned))
+        self._storage = {k: layout.storage(self._params[k], [n if keep else None for n, keep in
+                                                              zip(names, self._slots)],
+                                           unsigned, self._state, "d" + k, i)
+                         for i, k in enumerate(self._keys)}
         for slot, value in init.items():
-            for a in self._state[self.declaration.state_names.get(slot, slot)].values():
-                a.fill(value)
-        starts = self.declaration.state_from_parameters + (("ema",) if "ema" in self._state else ())
-        for name in starts:  # (the moving average starts at the parameters too)
+            name = self.declaration.state_names.get(slot, slot)
             for k in self._keys:
-                self._state[name]["d" + k][...] = self._params[k]
+                if "d" + k in self._state[name]:
+                    _fill_state(self._storage[k], names.index(name),
+                                self._state[name]["d" + k], value)
+        for name in self.declaration.state_from_parameters:
+            for k in self._keys:
+                if "d" + k in self._state[name]:
+                    _fill_state(self._storage[k], names.index(name) if name in names else -1,
+                                self._state[name]["d" + k], _fallback.widen_any(self._params[k]))
+        if "ema" in self._state:  # the moving average starts at the parameters too
+            for k in self._keys:
+                self._state["ema"]["d" + k][...] = _fallback.widen_any(self._params[k])
         self._accumulated = 0  # gradients summed so far in this cycle
         self._groups = _groups(self._params)
         # what a step writes (the gradient sum is the accumulation's, read by the step)
         self._written = _written_spans(self._params, {n: d for n, d in self._state.items()
                                                       if n != "grad_sum"})
         self._written_roots = {id(_root(a)) for a in self._written[2]}
-        # per key: p, the rule's state slots (padded to the C slots), the EMA
+        # per key: p, the rule's state slots (padded to the C slots), the EMA, the
+        # Kahan compensation, the slots' block maxima
         pad = (None,) * (_fallback.MAX_STATES - len(names))
-        self._rows = [[self._params[k]]
-                      + [self._state[n].get("d" + k) if keep else None
-                         for n, keep in zip(names, self._slots)]
-                      + list(pad) + [self._state["ema"]["d" + k] if "ema" in self._state else None]
-                      for k in self._keys]
+        self._rows = []
+        for k in self._keys:
+            st = self._storage[k]
+            self._rows.append([self._params[k]]
+                              + [self._state[n].get("d" + k) if keep else None
+                                 for n, keep in zip(names, self._slots)] + list(pad)
+                              + [self._state["ema"]["d" + k] if "ema" in self._state else None]
+                              + ([None] * (1 + _fallback.MAX_STATES) if st is None
+                                 else [st.kahan, *st.absmax]))
         rows = self._rows
         # a key's factored state for the kernel: (row, col, per) shaped to broadcast
         self._factors = [self._factors_of(k, self._params[k]) for k in self._keys]
@@ -256,7 +286,8 @@ class Optimizer(_backend.Stepper):
         self._arrays_by_group = {
             group[0]: [(i, self._keys[i], np.asarray(rows[i][0]),
                         [None if a is None else np.asarray(a) for a in rows[i][1:1 + len(names)]],
-                        rows[i][-1], () if self._factors[i] is None else (self._factors[i],))
+                        rows[i][1 + _fallback.MAX_STATES],
+                        () if self._factors[i] is None else (self._factors[i],))
                        for i in group]
             for group in self._groups}
         if self._accumulate > 1:  # every call goes through the accumulation first
@@ -271,8 +302,8 @@ class Optimizer(_backend.Stepper):
         """Hand the compiled step its arrays (the NumPy step keeps its own): every
         key's row, which keys the rule takes, the phase, the factored state."""
         takes = None if all(self._takes) else list(self._takes)
-        self._bind(self.declaration.rule, list(self._keys), self._rows, takes,
-                   self._phase is not None)
+        self._bind(self.declaration.rule, list(self._keys), self._rows, self._rule.unsigned,
+                   takes, self._phase is not None)
         if any(f is not None for f in self._factors):
             views = [None if f is None else _factor_views(self._params[k], *f)
                      for k, f in zip(self._keys, self._factors)]
@@ -290,6 +321,38 @@ class Optimizer(_backend.Stepper):
         if self._superseded is None:
             self._bind_all()
             self._configure_step()
+
+    def _check_storage(self, arrays):
+        """Refuse, before anything changes, the storage settings of a class
+        whose step is not elementwise (the C driver stages 16-bit and 8-bit
+        streams for elementwise rules only; _storage_refusal says why)."""
+        why = self._storage_refusal()
+        if why is None:
+            return
+        name = type(self).__name__
+        if self._state_bits != 32:
+            raise ValueError(f"{name} takes state_bits=32 only ({why}), "
+                             f"got state_bits={self._state_bits}")
+        for arg, on in (("kahan_summation", self._kahan),
+                        ("stochastic_rounding", self._sr)):
+            if on:
+                raise ValueError(f"{name} does not take {arg}=True ({why}): its "
+                                 f"parameters are float32 or float64")
+        for key, p in arrays:
+            if check.is_16bit(p.dtype):
+                raise TypeError(f"{name} takes float32 or float64 parameters only ({why}), "
+                                f"got parameters[{key!r}] of {p.dtype}")
+
+    def _storage_refusal(self):
+        """None when the class takes 16-bit parameters and bfloat16 or 8-bit
+        state, else why not."""
+        if self._rule.reduce is not None:
+            return "its rule reduces over whole arrays"
+        if self._phase is not None:
+            return "its step has a NumPy phase"
+        if self.declaration.states or type(self)._factors_of is not Optimizer._factors_of:
+            return "its state is factored"
+        return None
 
     # --- what a class whose step is more than its rule overrides ------------------------
 
@@ -365,13 +428,20 @@ class Optimizer(_backend.Stepper):
         return {"l2": _fallback.DECAY_L2, "decoupled": _fallback.DECAY_DECOUPLED,
                 "update": _fallback.DECAY_UPDATE}.get(style, 0)
 
+    def _rounding(self):
+        return (_fallback.ROUND_KAHAN if self._kahan else
+                _fallback.ROUND_STOCHASTIC if self._sr else _fallback.ROUND_NEAREST)
+
     def _configure_step(self):
         """After a setting changes: hand the step its settings."""
+        for st in self._storage.values():
+            if st is not None:
+                st.rounding, st.seed = self._rounding(), self._seed
         self._configure(self._rule_hyperparameters(), self._rule_flags(), self._decay_style(),
                         [self._wd[k] for k in self._keys], self._max_norm, self._skip,
                         self._opts.get("maximize", False),
                         self._ema_decay if self._ema_decay is not None else 0.0,
-                        self._ema_warmup)
+                        self._ema_warmup, self._rounding(), self._seed)
 
     def _resolve_decay(self, value):
         wd = _per_key(self._keys, value, "weight_decay", check.nonnegative)
@@ -421,11 +491,12 @@ class Optimizer(_backend.Stepper):
             ema = _fallback.ema_decay(self._ema_decay, self._ema_warmup, t)
         for group in self._groups:
             entries = [e for e in self._arrays_by_group[group[0]] if self._takes[e[0]]]
-            rows = [(p, gs[i], s, self._wd[k], *f) for i, k, p, s, _, f in entries]
+            rows = [(p, gs[i], s, self._wd[k], self._storage[k], *f)
+                    for i, k, p, s, _, f in entries]
             new = _fallback.apply(self._rule, rows, t, lr, hyper, flags, decay, scale, scalars)
             if ema is not None:
                 for _, _, p, _, e, _ in entries:
-                    _fallback.ema_update(e, p, ema)
+                    _fallback.ema_update(e, _fallback.widen_any(p), ema)
         if self._groups:
             self._scalars = new
         self._t = t
@@ -447,8 +518,7 @@ class Optimizer(_backend.Stepper):
             if g.size and (g.base is not None or id(g) in self._written_roots) \
                     and self._overlaps_written(g):
                 g = g.copy()
-            with np.errstate(all="ignore"):  # a value beyond the dtype's range becomes Inf
-                out.append(np.asarray(g).astype(p.dtype, copy=False))
+            out.append(check.gradient_as(np.asarray(g), p))
         return out
 
     def _overlaps_written(self, g):
@@ -495,6 +565,7 @@ class Optimizer(_backend.Stepper):
         with np.errstate(all="ignore"):
             for k, g in zip(self._keys, gs):
                 a = acc["d" + k]
+                g = _fallback.widen_any(g)  # 16-bit parameters accumulate in float32
                 if self._accumulated == 0:
                     np.copyto(a, g)
                 else:
@@ -525,6 +596,36 @@ class Optimizer(_backend.Stepper):
     def gradient_accumulation_steps(self):
         """Calls whose gradients are summed (and scaled by 1/k) into one step."""
         return self._accumulate
+
+    @property
+    def state_bits(self):
+        """32, 16 (bfloat16) or 8 (block-wise 8-bit): how state is stored."""
+        return self._state_bits
+
+    @property
+    def min_8bit_size(self):
+        """With state_bits=8, smaller parameters keep float32 state."""
+        return self._min_8bit
+
+    @property
+    def kahan_summation(self):
+        """16-bit parameters keep a Kahan compensation (state kahan_comp)."""
+        return self._kahan
+
+    @property
+    def stochastic_rounding(self):
+        """16-bit parameters are rounded stochastically (keyed on seed)."""
+        return self._sr
+
+    @property
+    def seed(self):
+        """The stochastic rounding's seed. May be changed between steps."""
+        return self._seed
+
+    @seed.setter
+    def seed(self, value):
+        self._seed = _seed(value, "seed")
+        self._configure_step()
 
     @property
     def t(self):
@@ -630,8 +731,12 @@ class Optimizer(_backend.Stepper):
             entries; another callable is not stored), every hyperparameter,
             the options that are on, the weight decay when any is non-zero
             ("weight_decay", or "weight_decay/<key>" when keys differ), the
-            rule's scalar state (e.g. NAdam's "mu_product"), and copies of
-            the state arrays as "<state>/d<key>" (e.g. "v/dW1", "s/dW1").
+            rule's scalar state (e.g. NAdam's "mu_product"), the storage
+            settings that are not the defaults ("state_bits",
+            "min_8bit_size", "kahan_summation", "stochastic_rounding" and
+            "seed"), and copies of the state arrays as "<state>/d<key>"
+            (e.g. "v/dW1", "s/dW1"; with 8-bit state also "v_absmax/dW1",
+            the block maxima).
         """
         return self._state_items(check.flag(copy, "copy"))
 
@@ -655,6 +760,15 @@ class Optimizer(_backend.Stepper):
         items.update(zip(self._rule.scalars, self._scalars))
         if self._accumulate > 1:
             items["accumulated"] = self._accumulated
+        if self._state_bits != 32:
+            items["state_bits"] = self._state_bits
+        if self._state_bits == 8:
+            items["min_8bit_size"] = self._min_8bit
+        if self._kahan:
+            items["kahan_summation"] = True
+        if self._sr:
+            items["stochastic_rounding"] = True
+            items["seed"] = self._seed
         items.update(self._state_extras())
         for name, d in self._state.items():
             for dkey, a in d.items():
@@ -764,6 +878,25 @@ class Optimizer(_backend.Stepper):
                 raise ValueError(f"state_dict['accumulated'] is {accumulated}; this {name} "
                                  f"accumulates {self._accumulate} steps")
 
+        storage = {"state_bits": 32, "min_8bit_size": MIN_8BIT_SIZE,
+                   "kahan_summation": False, "stochastic_rounding": False}
+        for entry, default in storage.items():
+            if entry not in sd:
+                continue
+            value = take(entry)
+            label = f"state_dict[{entry!r}]"
+            storage[entry] = (check.flag(value, label) if isinstance(default, bool)
+                              else check.integer(value, label, minimum=0))
+        mine = {"state_bits": self._state_bits, "min_8bit_size": self._min_8bit,
+                "kahan_summation": self._kahan, "stochastic_rounding": self._sr}
+        if self._state_bits != 8 and storage["state_bits"] != 8:
+            storage["min_8bit_size"] = self._min_8bit  # without 8-bit state it does not matter
+        for entry, value in storage.items():
+            if value != mine[entry]:
+                raise ValueError(f"state_dict has {entry}={value} but this {name} has "
+                                 f"{entry}={mine[entry]}")
+        seed = _seed(take("seed"), "state_dict['seed']") if "seed" in sd else self._seed
+
         lr = keep = object()
         if "learning_rate" in sd:
             lr = check.learning_rate(take("learning_rate"))
@@ -811,6 +944,7 @@ class Optimizer(_backend.Stepper):
                 self._wd = wd
             self._scalars = scalars
             self._accumulated = accumulated
+            self._seed = seed
             if lr is not keep:
                 self.learning_rate = lr
             self._configure_step()
@@ -842,7 +976,10 @@ class Optimizer(_backend.Stepper):
         settings.update(learning_rate=self.learning_rate, max_grad_norm=self._max_norm,
                         skip_nonfinite=self._skip, ema_decay=self._ema_decay,
                         ema_warmup=self._ema_warmup,
-                        gradient_accumulation_steps=self._accumulate)
+                        gradient_accumulation_steps=self._accumulate,
+                        state_bits=self._state_bits, min_8bit_size=self._min_8bit,
+                        kahan_summation=self._kahan, stochastic_rounding=self._sr,
+                        seed=self._seed)
         settings.update(self._arguments)
         return (_restore, (type(self), self._params, settings, self._state_items(copy=False)))
 
@@ -923,16 +1060,24 @@ def _signature(cls):
                P("ema_decay", P.KEYWORD_ONLY, default=None),
                P("ema_warmup", P.KEYWORD_ONLY, default=False),
                P("gradient_accumulation_steps", P.KEYWORD_ONLY, default=1),
+               P("state_bits", P.KEYWORD_ONLY, default=32),
+               P("min_8bit_size", P.KEYWORD_ONLY, default=MIN_8BIT_SIZE),
+               P("kahan_summation", P.KEYWORD_ONLY, default=False),
+               P("stochastic_rounding", P.KEYWORD_ONLY, default=False),
+               P("seed", P.KEYWORD_ONLY, default=0),
                P("arena", P.KEYWORD_ONLY, default=True)]
     return inspect.Signature(params)
 
 
 _COMMON_DOC = {
     "parameters": ("dict of str to numpy.ndarray",
-                   "The parameters, float32 or float64 arrays of any shape (float16 and other "
-                   "float dtypes take the NumPy path). With arena=True their values are moved "
-                   "into the optimizer's buffers and the dict's values replaced by views of "
-                   "them (same keys, shapes, dtypes, layouts and values)."),
+                   "The parameters, float32, float64, float16 or bfloat16 (ml_dtypes) arrays of "
+                   "any shape (other float dtypes take the NumPy path). 16-bit parameters are "
+                   "updated in float32 arithmetic, with float32 state by default, and rounded "
+                   "once to their dtype (see kahan_summation, stochastic_rounding). With "
+                   "arena=True their values are moved into the optimizer's buffers and the "
+                   "dict's values replaced by views of them (same keys, shapes, dtypes, layouts "
+                   "and values)."),
     "learning_rate": ("float or callable",
                       "Step size, >= 0; or a schedule: a callable given the number of steps "
                       "taken that returns the rate (see fastoptim.schedules)."),
@@ -962,6 +1107,36 @@ _COMMON_DOC = {
                                     "order, and every k-th call steps with the sum times 1/k "
                                     "(returning what that step returns; the other calls "
                                     "return False)."),
+    "state_bits": ("int",
+                   "How the state of float32 and 16-bit parameters is stored: 32 (float32); "
+                   "16 (bfloat16, rounded to nearest even: uint16 arrays of bfloat16 bits); "
+                   "8 (block-wise 8-bit: per block of 256 elements one float32 absolute "
+                   "maximum, state '<name>_absmax', and uint8 codes of the dynamic map of "
+                   "Dettmers et al. 2022, signed for first moments and momentum, unsigned "
+                   "for second moments, each the exact nearest code; dequantized, updated "
+                   "and requantized in one pass). float64 parameters keep float64 state; "
+                   "the moving average and the gradient sum stay in full precision, and a "
+                   "state that starts at the parameters (Schedule-Free's z) stays float32 "
+                   "with 8. Classes whose step is not elementwise (LAMB, Adafactor, Muon) "
+                   "take 32 only, float32 or float64 parameters, and neither "
+                   "kahan_summation nor stochastic_rounding."),
+    "min_8bit_size": ("int",
+                      "With state_bits=8, parameters with fewer elements keep float32 state "
+                      "(as bitsandbytes does)."),
+    "kahan_summation": ("bool",
+                        "16-bit parameters: keep a 16-bit compensation per parameter (state "
+                        "'kahan_comp') that carries what rounding the parameter loses into "
+                        "the next step (Kahan summation, as the optimi library does), so "
+                        "updates smaller than the parameter's precision accumulate."),
+    "stochastic_rounding": ("bool",
+                            "16-bit parameters: round the float32 result up or down at "
+                            "random, with probability proportional to its distance from "
+                            "each neighbour (unbiased), from a counter-based generator "
+                            "keyed on seed, the step, the array and the element: the same "
+                            "bits at any thread count and in every run."),
+    "seed": ("int",
+             "The stochastic rounding's seed, 0 <= seed < 2**64; saved in the state dict. "
+             "May be changed between steps."),
     "arena": ("bool",
               "Move the parameters into one 64-byte-aligned buffer per dtype (True), or "
               "update the given arrays where they are (False)."),
@@ -995,7 +1170,9 @@ def _parameters_doc(cls):
     for name, a in cls.declaration.arguments.items():
         entry(name, f"{a.kind}, default {a.default}", a.doc)
     defaults = {"max_grad_norm": "None", "skip_nonfinite": "False", "ema_decay": "None",
-                "ema_warmup": "False", "gradient_accumulation_steps": "1", "arena": "True"}
+                "ema_warmup": "False", "gradient_accumulation_steps": "1", "state_bits": "32",
+                "min_8bit_size": str(MIN_8BIT_SIZE), "kahan_summation": "False",
+                "stochastic_rounding": "False", "seed": "0", "arena": "True"}
     for name, default in defaults.items():
         kind, doc = _COMMON_DOC[name]
         entry(name, f"{kind}, default {default}", doc)
@@ -1003,7 +1180,8 @@ def _parameters_doc(cls):
     lines += _wrap("`parameters` is not a dict of floating-point arrays keyed by str, or a "
                    "setting has the wrong type (named).")
     lines += ["ValueError"]
-    lines += _wrap("A setting is out of range (named), or an array is read-only or shares "
+    lines += _wrap("A setting is out of range (named), kahan_summation and "
+                   "stochastic_rounding are both set, or an array is read-only or shares "
                    "memory with another.")
     lines += ["", "Notes", "-----"]
     lines += _wrap("``step(grads)`` updates every parameter from ``grads['d' + key]`` in "
@@ -1025,6 +1203,20 @@ def _ema_decay(value):
     if value is None:
         return None
     return check.beta(value, "ema_decay")
+
+
+def _state_bits(value):
+    bits = check.integer(value, "state_bits", minimum=0)
+    if bits not in (32, 16, 8):
+        raise ValueError(f"state_bits must be 32, 16 or 8, got {bits}")
+    return bits
+
+
+def _seed(value, name):
+    x = check.integer(value, name, minimum=0)
+    if x >= 2**64:
+        raise ValueError(f"{name} must be < 2**64, got {x}")
+    return x
 
 
 def _max_grad_norm(value):
@@ -1097,45 +1289,150 @@ def _aligned_zeros(dtype, count, j):
     return raw[start:start + nbytes].view(dtype)
 
 
+class _Layout:
+    """Which state arrays each parameter has, of which shape and dtype (the
+    storage formats). `shapes`: state name -> {key: shape} of the keys that
+    have it (the class's _state_shapes; the extras of every key). The rule's
+    kept slots `slots`: in the parameter's dtype for float64 (and other
+    non-float32) parameters; for float32 and 16-bit ones, float32
+    (state_bits=32), uint16 bfloat16 bits (16), or uint8 codes with float32
+    block maxima "<slot>_absmax" (8) for parameters of at least min_8bit_size
+    elements (float32 below; and always for the slots in `iterates`, states
+    that start at the parameters: iterates, not moments, which the 8-bit maps
+    are for). The class's own states `own` and a state not of
+    its parameter's shape: float32 or float64, C-ordered (the classes that
+    have them take no storage format: Optimizer._check_storage). Then `extra`
+    ("ema", "grad_sum": float32 for 16-bit parameters) and, with
+    kahan_summation, "kahan_comp" for 16-bit parameters, in their dtype."""
+
+    def __init__(self, slots, own, extra, shapes, bits, min_8bit_size, kahan, iterates=()):
+        self.slots = tuple(slots)
+        self.iterates = tuple(iterates)
+        self.own = tuple(own)
+        self.extra = tuple(extra)
+        self.shapes = shapes
+        self.bits = bits
+        self.min_8bit_size = min_8bit_size
+        self.kahan = kahan
+
+    def names(self):
+        absmax = tuple(n + "_absmax" for n in self.slots
+                       if n not in self.iterates) if self.bits == 8 else ()
+        return (self.slots + absmax + self.own + self.extra
+                + (("kahan_comp",) if self.kahan else ()))
+
+    def _stored(self, p):
+        """The slots of p are stored in a format (float32 and 16-bit parameters)."""
+        return p.dtype == np.float32 or check.is_16bit(p.dtype)
+
+    def _q8(self, p, name=None):
+        return (self.bits == 8 and self._stored(p) and p.size >= self.min_8bit_size
+                and name not in self.iterates)
+
+    def spec(self, name, key, p):
+        """(dtype, elements, shape, order) of state `name` of parameters[key] (p),
+        or None when it has none."""
+        like = (p.size, p.shape, _order(p))
+        if name in self.shapes:
+            if key not in self.shapes[name]:
+                return None
+            shape = self.shapes[name][key]
+            if shape != p.shape:
+                return (check.state_dtype(p.dtype), math.prod(shape), shape, "C")
+            if name in self.own:
+                return (check.state_dtype(p.dtype),) + like
+        if name in self.slots:
+            if not self._stored(p):
+                return (p.dtype,) + like
+            if self.bits == 16:
+                return (np.dtype(np.uint16),) + like
+            return (np.dtype(np.uint8 if self._q8(p, name) else np.float32),) + like
+        slot = name[:-len("_absmax")]
+        if name.endswith("_absmax") and slot in self.slots:
+            if key not in self.shapes.get(slot, {key: None}) or not self._q8(p, slot):
+                return None
+            blocks = -(-p.size // _fallback.Q8_BLOCK)
+            return (np.dtype(np.float32), blocks, (blocks,), "C")
+        if name == "kahan_comp":
+            return (p.dtype,) + like if check.is_16bit(p.dtype) else None
+        return (check.state_dtype(p.dtype),) + like  # ema, grad_sum
+
+    def storage(self, p, slots, unsigned, state, dkey, stream):
+        """p's _fallback.Storage (None when every stream is in p's dtype):
+        `slots` the public name of each rule slot (None where not kept)."""
+        fmt = _fallback.format_of(p.dtype)
+        if not self._stored(p) or (fmt == _fallback.FMT_NATIVE and self.bits == 32):
+            return None
+        kinds, absmax = [], []
+        for name in slots:
+            am = None
+            if name is None or self.bits == 32:
+                kind = _fallback.FMT_NATIVE
+            elif self.bits == 16:
+                kind = _fallback.FMT_BF16
+            elif self._q8(p, name):
+                kind = _fallback.FMT_Q8_UNSIGNED if unsigned[name] else _fallback.FMT_Q8
+                am = state[name + "_absmax"][dkey]
+            else:
+                kind = _fallback.FMT_NATIVE
+            kinds.append(kind)
+            absmax.append(am)
+        comp = state["kahan_comp"][dkey] if self.kahan and fmt != _fallback.FMT_NATIVE else None
+        return _fallback.Storage(fmt, kinds, absmax, comp, stream=stream)
+
+
+def _fill_state(storage, j, a, value):
+    """Set state slot j (array a; j < 0: a state that is not a slot) to `value`,
+    a number or float32 values of a's shape, in its format."""
+    kind = _fallback.FMT_NATIVE if storage is None or j < 0 else storage.state[j]
+    if kind == _fallback.FMT_BF16:
+        a[...] = _fallback.narrow(np.broadcast_to(np.asarray(value, np.float32), a.shape),
+                                  _fallback.FMT_BF16)
+    elif kind in (_fallback.FMT_Q8, _fallback.FMT_Q8_UNSIGNED):
+        storage.store_state(j, a, np.array(np.broadcast_to(np.asarray(value, np.float32), a.shape)))
+    else:
+        a[...] = value
+
+
 def _build(arrays, layout, arena):
-    """Lay out one buffer per dtype for the parameters (when `arena`) and each
-    state of `layout` (name -> {key: shape} of the keys that have it, an array
-    of the parameter's shape laid out like it, or a C-ordered one of another
-    shape); return (params, state, buffers) with params and state as dicts of
-    views (params: the user's own arrays when not `arena`)."""
+    """Lay out, per parameter dtype, one buffer for the parameters (when
+    `arena`) and one per state name and state dtype (see _Layout); return
+    (params, state, buffers) with params and state as dicts of views (params:
+    the user's own arrays when not `arena`), in the parameters' order."""
     by_dtype = {}
     for key, p in arrays:
         by_dtype.setdefault(p.dtype, []).append((key, p))
-    shapes = ([{key: p.shape for key, p in arrays}] if arena else []) + list(layout.values())
-
-    views = [{} for _ in shapes]  # [params (arena only), then each state]: key -> view
-    buffers = []
+    given = dict(arrays)
+    params, state, buffers = {}, {name: {} for name in layout.names()}, []
     for dtype, items in by_dtype.items():
-        per_line = _ALIGN // math.gcd(_ALIGN, dtype.itemsize)
-        for j, of_key in enumerate(shapes):
-            offsets, total = [], 0
-            for key, p in items:
-                if key in of_key:
-                    offsets.append((key, p, total, of_key[key]))
-                    total += -(-math.prod(of_key[key]) // per_line) * per_line
-            if not offsets:
-                continue
-            flat = _aligned_zeros(dtype, total, j)
-            buffers.append(_root(flat))
-            for key, p, off, shape in offsets:
-                order = _order(p) if shape == p.shape else "C"
-                views[j][key] = flat[off:off + math.prod(shape)].reshape(shape, order=order)
-
-    params = {}
-    for key, p in arrays:
+        streams = []  # (name or None for the parameters, dtype, [(key, count, shape, order)])
         if arena:
-            views[0][key][...] = p
-            params[key] = views[0][key]
-        else:
-            params[key] = p
-    state_views = views[1:] if arena else views
-    state = {name: {"d" + key: v[key] for key, _ in arrays if key in v}
-             for name, v in zip(layout, state_views)}
+            streams.append((None, dtype, [(key, p.size, p.shape, _order(p)) for key, p in items]))
+        for name in layout.names():
+            by_sdtype = {}
+            for key, p in items:
+                spec = layout.spec(name, key, p)
+                if spec is not None:
+                    by_sdtype.setdefault(spec[0], []).append((key,) + spec[1:])
+            streams += [(name, sd, specs) for sd, specs in by_sdtype.items()]
+        for j, (name, sd, specs) in enumerate(streams):
+            per_line = _ALIGN // math.gcd(_ALIGN, sd.itemsize)
+            offsets, total = [], 0
+            for _, count, _, _ in specs:
+                offsets.append(total)
+                total += -(-count // per_line) * per_line
+            flat = _aligned_zeros(sd, total, j)
+            buffers.append(_root(flat))
+            for (key, count, shape, order), off in zip(specs, offsets):
+                view = flat[off:off + count].reshape(shape, order=order)
+                if name is None:
+                    view[...] = given[key]
+                    params[key] = view
+                else:
+                    state[name]["d" + key] = view
+    params = {key: params[key] if arena else p for key, p in arrays}
+    state = {name: {"d" + key: d["d" + key] for key, _ in arrays if "d" + key in d}
+             for name, d in state.items()}
     return params, state, buffers
 
 

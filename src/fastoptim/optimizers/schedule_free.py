@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 import numpy as np
 
 from .. import _validate as check
-from ._base import MAXIMIZE, Declaration, Hyperparameter, Optimizer, _scalar
+from ._base import MAXIMIZE, Declaration, Hyperparameter, Optimizer, _fallback, _scalar
 
 __all__ = ["ScheduleFreeAdamW", "ScheduleFreeSGD"]
 
@@ -84,9 +84,7 @@ class _Modes:
         if self.eval_mode:
             return
         if self._t > 0:
-            b = self._h[self._interpolation]
-            for k in self._keys:
-                _lerp(self._params[k], self._state["z"]["d" + k], 1.0 - 1.0 / b)
+            self._switch(1.0 - 1.0 / self._h[self._interpolation])
         self._block(_EVAL.format(name=type(self).__name__))
 
     def train(self) -> None:
@@ -95,10 +93,28 @@ class _Modes:
         if not self.eval_mode:
             return
         if self._t > 0:
-            b = self._h[self._interpolation]
-            for k in self._keys:
-                _lerp(self._params[k], self._state["z"]["d" + k], 1.0 - b)
+            self._switch(1.0 - self._h[self._interpolation])
         self._unblock()
+
+    def _switch(self, w):
+        """Every parameter p = lerp(p, z, w), in place. A 16-bit parameter is
+        widened to float32 and the result rounded to nearest (its Kahan
+        compensation is left as it is: stochastic and Kahan write-back are the
+        step's); z in bfloat16 is widened (8-bit state keeps z in float32)."""
+        j = self._rule.states.index("z")
+        for k in self._keys:
+            p, z = self._params[k], self._state["z"]["d" + k]
+            storage = self._storage[k]
+            if storage is None:
+                _lerp(p, z, w)
+                continue
+            z = storage.load_state(j, z)
+            if storage.p == _fallback.FMT_NATIVE:
+                _lerp(p, z, w)
+            else:
+                values = _fallback.widen(p, storage.p)
+                _lerp(values, z, w)
+                p.view(np.uint16)[...] = _fallback.narrow(values, storage.p)
 
     def evaluation(self) -> AbstractContextManager[None]:
         """A context manager: eval() on entry, and train() on exit unless the
