@@ -13,22 +13,10 @@
 #include <string.h>
 
 #include "formats.h"
+#include "isa.h"
 
 #if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__) || defined(__AVX512BF16__)
 #include <immintrin.h>
-#endif
-
-#ifndef FO_ISA
-#define FO_ISA baseline
-#endif
-#define FO_CAT_(a, b) a##_##b
-#define FO_CAT(a, b) FO_CAT_(a, b)
-#define FO_FN(name) FO_CAT(name, FO_ISA)
-
-#if defined(__GNUC__) || defined(__clang__)
-#define FO_INLINE static inline __attribute__((always_inline))
-#else
-#define FO_INLINE static inline
 #endif
 
 #define F16 0   /* table index of FO_FMT_F16 */

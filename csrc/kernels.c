@@ -8,20 +8,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "isa.h"
 #include "kernels.h"
 
-#ifndef FO_ISA
-#define FO_ISA baseline
-#endif
-#define FO_CAT_(a, b) a##_##b
-#define FO_CAT(a, b) FO_CAT_(a, b)
-#define FO_FN(name) FO_CAT(name, FO_ISA)
-
-#if defined(__GNUC__) || defined(__clang__)
-#define FO_INLINE static inline __attribute__((always_inline))
-#else
-#define FO_INLINE static inline
-#endif
 /* Vector types with element-wise arithmetic (gcc >= 9, clang). */
 #if ((defined(__GNUC__) && __GNUC__ >= 9) || defined(__clang__)) && !defined(FO_NO_VECTOR_EXT)
 #define FO_VECTOR_EXT 1
