@@ -341,6 +341,22 @@ static size_t format_size(int f)
 
 static int is_q8(int f) { return f == FO_FMT_Q8 || f == FO_FMT_Q8_UNSIGNED; }
 
+/* The staged loop prefetches each stream STAGE_AHEAD blocks ahead: its passes over
+ * a block (widen, update, round back) leave the hardware prefetchers idle for
+ * long stretches, and without it the 16-bit rows ran at some 63% of their
+ * ceilings instead of 85-90% (bench --algo lowp, n = 1e7). */
+#define STAGE_AHEAD 4
+
+static void prefetch(const void *x, size_t nbytes, int write)
+{
+    for (size_t o = 0; o < nbytes; o += 64) {
+        if (write)
+            __builtin_prefetch((const char *)x + o, 1, 3);
+        else
+            __builtin_prefetch((const char *)x + o, 0, 3);
+    }
+}
+
 /* The staged block loop (a float32 call with storage formats): per block of
  * FO_BLOCK elements (8-bit state: one quantization block, since ranges start
  * on blocks), each stream not in float32 is converted or dequantized into a
@@ -371,6 +387,20 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
     float pbuf[FO_BLOCK], gbuf[FO_BLOCK], sbuf[FO_MAX_STATES][FO_BLOCK];
     for (size_t b = lo; b < hi; b += FO_BLOCK) {
         const size_t m = hi - b < FO_BLOCK ? hi - b : FO_BLOCK;
+        const size_t ahead = b + STAGE_AHEAD * FO_BLOCK;
+        if (ahead < hi) {
+            const size_t ma = hi - ahead < FO_BLOCK ? hi - ahead : FO_BLOCK;
+            const size_t ps = p16 ? 2 : 4, gs = g16 ? 2 : 4;
+            prefetch(p + ahead * ps, ma * ps, 1);
+            prefetch(g + ahead * gs, ma * gs, 0);
+            for (int j = 0; j < FO_MAX_STATES; j++)
+                if (state[j])
+                    prefetch(state[j] + ahead * format_size(kind[j]), ma * format_size(kind[j]), 1);
+            if (comp)
+                prefetch(comp + ahead, ma * 2, 1);
+            if (ema)
+                prefetch(ema + ahead, ma * 4, 1);
+        }
         void *xb[FO_NSLOTS] = {0};
         float *pv = p16 ? pbuf : (float *)p + b;
         if (p16)
