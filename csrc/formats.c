@@ -158,94 +158,133 @@ static void draw32(size_t n, uint32_t *out, uint64_t key, uint64_t first)
 #endif
 }
 
+/* 16-bit lanes in vector registers: widen (exact) and narrow (the rules above),
+ * V lanes at a time; shared by the block conversions and the fused write-backs. */
+#if defined(__AVX512F__)
+#define V 16
+typedef __m512 vf;
+typedef __m256i vh;
+#define VH_LOAD(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define VH_STORE(p, h) _mm256_storeu_si256((__m256i *)(void *)(p), (h))
+#define VF_LOAD(p) _mm512_loadu_ps(p)
+#define VF_STORE(p, x) _mm512_storeu_ps((p), (x))
+#define VF_ADD(a, b) _mm512_add_ps((a), (b))
+
+FO_INLINE vf widen_f16(vh h) { return _mm512_cvtph_ps(h); }
+FO_INLINE vf widen_bf16(vh h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+FO_INLINE vh narrow_f16(vf x)
+{
+    return _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+FO_INLINE vh narrow_bf16(vf x)
+{
+#if defined(__AVX512BF16__)
+    const __m256bh h = _mm512_cvtneps_pbh(x);
+    vh r;
+    memcpy(&r, &h, sizeof r);
+    return r;
+#else
+    /* f32_to_bf16, 16 at a time (the compiler vectorizes it poorly) */
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i a = _mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF));
+    const __m512i top = _mm512_srli_epi32(u, 16);
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                                             _mm512_and_si512(top, _mm512_set1_epi32(1)))), 16);
+    r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(a, _mm512_set1_epi32(0x7F800000)),
+                              _mm512_or_si512(top, _mm512_set1_epi32(0x40)));
+    r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epu32_mask(a, _mm512_set1_epi32(0x00800000)),
+                              _mm512_and_si512(top, _mm512_set1_epi32(0x8000)));
+    return _mm512_cvtepi32_epi16(r);
+#endif
+}
+/* where |b| is finite, x - b; elsewhere +0 */
+FO_INLINE vf sub_where_finite(vf x, vf b)
+{
+    const __mmask16 fin = _mm512_cmp_ps_mask(_mm512_abs_ps(b), _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    return _mm512_maskz_sub_ps(fin, x, b);
+}
+#elif defined(__AVX2__)
+#define V 8
+typedef __m256 vf;
+typedef __m128i vh;
+#define VH_LOAD(p) _mm_loadu_si128((const __m128i *)(const void *)(p))
+#define VH_STORE(p, h) _mm_storeu_si128((__m128i *)(void *)(p), (h))
+#define VF_LOAD(p) _mm256_loadu_ps(p)
+#define VF_STORE(p, x) _mm256_storeu_ps((p), (x))
+#define VF_ADD(a, b) _mm256_add_ps((a), (b))
+
+FO_INLINE vf widen_f16(vh h) { return _mm256_cvtph_ps(h); }
+FO_INLINE vf widen_bf16(vh h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+FO_INLINE vh narrow_f16(vf x)
+{
+    return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+FO_INLINE vh narrow_bf16(vf x)
+{
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i a = _mm256_and_si256(u, _mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i top = _mm256_srli_epi32(u, 16);
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF),
+                                             _mm256_and_si256(top, _mm256_set1_epi32(1)))), 16);
+    /* a < 2^31: signed comparisons */
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(top, _mm256_set1_epi32(0x40)),
+                           _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x7F800000)));
+    r = _mm256_blendv_epi8(r, _mm256_and_si256(top, _mm256_set1_epi32(0x8000)),
+                           _mm256_cmpgt_epi32(_mm256_set1_epi32(0x00800000), a));
+    const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
+    return _mm256_castsi256_si128(packed);
+}
+FO_INLINE vf sub_where_finite(vf x, vf b)
+{
+    const vf absb = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), b);
+    const vf fin = _mm256_cmp_ps(absb, _mm256_set1_ps(INFINITY), _CMP_LT_OQ);
+    return _mm256_and_ps(fin, _mm256_sub_ps(x, b));
+}
+#endif
+
 /* ---- blocks: 16-bit to float32 and back ------------------------------------------ */
 
-static void FO_FN(load_f16)(size_t n, float *restrict dst, const uint16_t *restrict src)
-{
-    size_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(dst + i,
-                         _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
-#elif defined(__F16C__)
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-#endif
-    for (; i < n; i++)
-        dst[i] = f16_to_f32(src[i]);
-}
-
-static void FO_FN(store_f16)(size_t n, uint16_t *restrict dst, const float *restrict src)
-{
-    size_t i = 0;
-#if defined(__AVX512F__)
-    for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i),
-                                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#elif defined(__F16C__)
-    for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#endif
-    for (; i < n; i++)
-        dst[i] = f32_to_f16(src[i]);
-}
-
-static void FO_FN(load_bf16)(size_t n, float *restrict dst, const uint16_t *restrict src)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = bf16_to_f32(src[i]);
-}
-
-static void FO_FN(store_bf16)(size_t n, uint16_t *restrict dst, const float *restrict src)
-{
-    size_t i = 0;
-#if defined(__AVX512BF16__)
-    for (; i + 16 <= n; i += 16) {
-        const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + i));
-        memcpy(dst + i, &h, sizeof h);
+#if defined(V)
+#define BLOCK_CONVERSIONS(fmt, f32_of, of_f32)                                               \
+    static void FO_FN(load_##fmt)(size_t n, float *restrict dst, const uint16_t *restrict src) \
+    {                                                                                        \
+        size_t i = 0;                                                                        \
+        for (; i + V <= n; i += V)                                                           \
+            VF_STORE(dst + i, widen_##fmt(VH_LOAD(src + i)));                                \
+        for (; i < n; i++)                                                                   \
+            dst[i] = f32_of(src[i]);                                                         \
+    }                                                                                        \
+    static void FO_FN(store_##fmt)(size_t n, uint16_t *restrict dst, const float *restrict src) \
+    {                                                                                        \
+        size_t i = 0;                                                                        \
+        for (; i + V <= n; i += V)                                                           \
+            VH_STORE(dst + i, narrow_##fmt(VF_LOAD(src + i)));                               \
+        for (; i < n; i++)                                                                   \
+            dst[i] = of_f32(src[i]);                                                         \
     }
-#elif defined(__AVX512F__)
-    /* f32_to_bf16, 16 at a time (the compiler vectorizes it poorly) */
-    {
-        const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), one = _mm512_set1_epi32(1);
-        const __m512i bias = _mm512_set1_epi32(0x7FFF), inf = _mm512_set1_epi32(0x7F800000);
-        const __m512i tiny = _mm512_set1_epi32(0x00800000), quiet = _mm512_set1_epi32(0x40);
-        const __m512i sign = _mm512_set1_epi32(0x8000);
-        for (; i + 16 <= n; i += 16) {
-            const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(src + i));
-            const __m512i a = _mm512_and_si512(u, abs_mask), top = _mm512_srli_epi32(u, 16);
-            __m512i r = _mm512_srli_epi32(
-                _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(top, one))), 16);
-            r = _mm512_mask_mov_epi32(r, _mm512_cmpgt_epu32_mask(a, inf), _mm512_or_si512(top, quiet));
-            r = _mm512_mask_mov_epi32(r, _mm512_cmplt_epu32_mask(a, tiny), _mm512_and_si512(top, sign));
-            _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(r));
-        }
-    }
-#elif defined(__AVX2__)
-    {
-        const __m256i abs_mask = _mm256_set1_epi32(0x7FFFFFFF), one = _mm256_set1_epi32(1);
-        const __m256i bias = _mm256_set1_epi32(0x7FFF), inf = _mm256_set1_epi32(0x7F800000);
-        const __m256i tiny = _mm256_set1_epi32(0x00800000), quiet = _mm256_set1_epi32(0x40);
-        const __m256i sign = _mm256_set1_epi32(0x8000);
-        for (; i + 8 <= n; i += 8) {
-            const __m256i u = _mm256_castps_si256(_mm256_loadu_ps(src + i));
-            const __m256i a = _mm256_and_si256(u, abs_mask), top = _mm256_srli_epi32(u, 16);
-            __m256i r = _mm256_srli_epi32(
-                _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(top, one))), 16);
-            /* a < 2^31: signed comparisons */
-            r = _mm256_blendv_epi8(r, _mm256_or_si256(top, quiet), _mm256_cmpgt_epi32(a, inf));
-            r = _mm256_blendv_epi8(r, _mm256_and_si256(top, sign), _mm256_cmpgt_epi32(tiny, a));
-            const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0xD8);
-            _mm_storeu_si128((__m128i *)(dst + i), _mm256_castsi256_si128(packed));
-        }
+#else
+#define BLOCK_CONVERSIONS(fmt, f32_of, of_f32)                                               \
+    static void FO_FN(load_##fmt)(size_t n, float *restrict dst, const uint16_t *restrict src) \
+    {                                                                                        \
+        for (size_t i = 0; i < n; i++)                                                       \
+            dst[i] = f32_of(src[i]);                                                         \
+    }                                                                                        \
+    static void FO_FN(store_##fmt)(size_t n, uint16_t *restrict dst, const float *restrict src) \
+    {                                                                                        \
+        for (size_t i = 0; i < n; i++)                                                       \
+            dst[i] = of_f32(src[i]);                                                         \
     }
 #endif
-    for (; i < n; i++)
-        dst[i] = f32_to_bf16(src[i]);
-}
+BLOCK_CONVERSIONS(f16, f16_to_f32, f32_to_f16)
+BLOCK_CONVERSIONS(bf16, bf16_to_f32, f32_to_bf16)
 
 #define STORE16(fmt) ((fmt) == F16 ? FO_FN(store_f16) : FO_FN(store_bf16))
 #define LOAD16(fmt) ((fmt) == F16 ? FO_FN(load_f16) : FO_FN(load_bf16))
@@ -287,29 +326,44 @@ static void FO_FN(store_bf16_sr)(size_t n, uint16_t *dst, const float *src, uint
 /* Kahan-compensated write-back (Zamirai et al. 2020; optimi's kahan_sum): with
  * c the compensation, v = v + c is rounded into p, and c = v - p (what the
  * rounding lost; 0 where p is not finite) is rounded into c's 16 bits. */
-static void kahan(int fmt, size_t n, uint16_t *restrict p, uint16_t *restrict c,
-                  float *restrict v)
-{
-    float cf[CHUNK], back[CHUNK];
-    for (size_t s = 0; s < n; s += CHUNK) {
-        const size_t m = n - s < CHUNK ? n - s : CHUNK;
-        float *restrict vs = v + s;
-        LOAD16(fmt)(m, cf, c + s);
-        for (size_t i = 0; i < m; i++)
-            vs[i] = vs[i] + cf[i];
-        STORE16(fmt)(m, p + s, vs);
-        LOAD16(fmt)(m, back, p + s);
-        for (size_t i = 0; i < m; i++) {
-            const float b = back[i];
-            cf[i] = fabsf(b) < INFINITY ? vs[i] - b : 0.0f;
-            vs[i] = b;
-        }
-        STORE16(fmt)(m, c + s, cf);
+#if defined(V)
+#define KAHAN_VECTOR(fmt)                                                        \
+    for (; i + V <= n; i += V) {                                                 \
+        const vf x = VF_ADD(VF_LOAD(v + i), widen_##fmt(VH_LOAD(c + i)));      \
+        const vh h = narrow_##fmt(x);                                            \
+        const vf back = widen_##fmt(h);                                          \
+        VH_STORE(p + i, h);                                                      \
+        VH_STORE(c + i, narrow_##fmt(sub_where_finite(x, back)));                \
+        VF_STORE(v + i, back);                                                   \
     }
+#else
+#define KAHAN_VECTOR(fmt)
+#endif
+#define KAHAN_SCALAR(f32_of, of_f32)                                             \
+    for (; i < n; i++) {                                                         \
+        const float x = v[i] + f32_of(c[i]);                                     \
+        const uint16_t h = of_f32(x);                                            \
+        const float back = f32_of(h);                                            \
+        p[i] = h;                                                                \
+        c[i] = of_f32(fabsf(back) < INFINITY ? x - back : 0.0f);                 \
+        v[i] = back;                                                             \
+    }
+
+static void FO_FN(kahan_f16)(size_t n, uint16_t *restrict p, uint16_t *restrict c,
+                             float *restrict v)
+{
+    size_t i = 0;
+    KAHAN_VECTOR(f16)
+    KAHAN_SCALAR(f16_to_f32, f32_to_f16)
 }
 
-static void FO_FN(kahan_f16)(size_t n, uint16_t *p, uint16_t *c, float *v) { kahan(F16, n, p, c, v); }
-static void FO_FN(kahan_bf16)(size_t n, uint16_t *p, uint16_t *c, float *v) { kahan(BF16, n, p, c, v); }
+static void FO_FN(kahan_bf16)(size_t n, uint16_t *restrict p, uint16_t *restrict c,
+                              float *restrict v)
+{
+    size_t i = 0;
+    KAHAN_VECTOR(bf16)
+    KAHAN_SCALAR(bf16_to_f32, f32_to_bf16)
+}
 
 /* ---- 8-bit block-wise state (Dettmers et al. 2022) -------------------------------- */
 

@@ -357,3 +357,71 @@ def test_checkpoint_of_bfloat16_and_8bit_state_resumes_bitwise(tmp_path, name):
     for g in grads[2:]:
         resumed.step(g)
     db.assert_same(db.snapshot(resumed, resumed_params), db.snapshot(opt, params), name)
+
+
+def _write_back_values():
+    """float32 values for the 16-bit write-back: ties and near-ties of both
+    formats, both zeros, float32 and float16 subnormals, the overflow
+    boundaries, the largest float32, infinities, NaNs with payloads, and random
+    bit patterns of every exponent; 16*k + 5 of them, so that the vector loops
+    and their scalar tails both run."""
+    rng = np.random.default_rng(13)
+    special = [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-11, 1 + 3 * 2**-11,
+               2**-14, 2**-24, 2**-25, 3 * 2**-25, 1e-40, -1e-40, 2**-126, 65504.0,
+               65519.99, 65520.0, -65520.0, 3.3895e38, 3.4028235e38, np.inf, -np.inf]
+    bits = [0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FA12345, 0x7F7FFFFF, 0x7F7F8000,
+            0x00007FFF, 0x80008000, 0x3F808000, 0x3F818000, 0x33000000, 0x477FF000]
+    x = np.concatenate([np.array(special, np.float32), np.array(bits, np.uint32).view(np.float32),
+                        rng.integers(0, 2**32, 2000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+                        (rng.standard_normal(2000) * 10.0 ** rng.integers(-9, 6, 2000)).astype(np.float32)])
+    return x[:16 * (x.size // 16) - 11]
+
+
+@pytest.mark.skipif(_core is None or fastoptim.BACKEND != "c",
+                    reason="compares the compiled step with the NumPy step")
+@pytest.mark.parametrize("rounding", [{}, {"kahan_summation": True},
+                                      {"stochastic_rounding": True, "seed": 3}],
+                         ids=["nearest", "kahan", "stochastic"])
+@pytest.mark.parametrize("pdtype", [BF16, F16], ids=str)
+def test_write_back_of_every_float32_class_is_bitwise(pdtype, rounding):
+    """SGD with learning rate 1 from zero parameters and a float32 gradient -x
+    writes x itself back to 16 bits: the vector and scalar paths of every
+    instruction set give the NumPy twin's bits (parameters and Kahan
+    compensation), special values included; round to nearest is also checked
+    against an independent cast (NumPy's float16; ml_dtypes' bfloat16 on
+    normal numbers, where the two bfloat16 rules agree)."""
+    x = _write_back_values()
+    grads = {"dW": -x}
+
+    def run(numpy_step):
+        params = {"W": np.zeros(x.size, pdtype)}
+        opt = fastoptim.SGD(params, learning_rate=1.0, **rounding)
+        if numpy_step:
+            opt._unbind()
+        with np.errstate(all="ignore"):
+            opt.step(grads)
+        comp = opt.state.get("kahan_comp", {}).get("dW")
+        assert (comp is not None) == bool(rounding.get("kahan_summation"))
+        return params["W"].view(np.uint16).copy(), None if comp is None else comp.view(np.uint16).copy()
+
+    expected = run(True)
+    if not rounding:
+        with np.errstate(all="ignore"):
+            y = np.float32(0.0) - np.float32(1.0) * grads["dW"]   # the float32 update: x, but +0 for -0
+            cast = y.astype(pdtype)
+        ok = ~np.isnan(x) & ((pdtype == F16) | (np.abs(x) >= 2**-126))
+        np.testing.assert_array_equal(expected[0][ok], cast.view(np.uint16)[ok])
+    before = (_core.isa_in_use(), _core.get_num_threads())
+    try:
+        for isa in _core.isa_supported():
+            _core.set_isa(isa)
+            for bf16_insn in (True, False):
+                _core._set_bf16_instructions(bf16_insn)
+                actual = run(False)
+                for a, e, what in zip(actual, expected, ("parameters", "compensation")):
+                    if e is not None:
+                        bad = np.flatnonzero(a != e)
+                        assert bad.size == 0, (isa, bf16_insn, what, x[bad[:5]], a[bad[:5]], e[bad[:5]])
+    finally:
+        _core.set_isa(before[0])
+        _core._set_bf16_instructions(True)
