@@ -97,11 +97,13 @@ int fo_init(int max_isa)
     if (isa > max_isa)
         isa = max_isa < FO_ISA_BASELINE ? FO_ISA_BASELINE : max_isa;
 #ifdef FO_MULTI_ISA
-    kern = isa == FO_ISA_AVX512 ? &fo_kernels_avx512
+    const int bf16 = isa == FO_ISA_AVX512 && bf16_insn && cpu_has_bf16();
+    kern = bf16                 ? &fo_kernels_avx512bf16
+         : isa == FO_ISA_AVX512 ? &fo_kernels_avx512
          : isa == FO_ISA_AVX2   ? &fo_kernels_avx2
                                 : &fo_kernels_baseline;
-    fmtk = isa == FO_ISA_AVX512 ? (bf16_insn && cpu_has_bf16() ? &fo_formats_avx512bf16
-                                                               : &fo_formats_avx512)
+    fmtk = bf16                 ? &fo_formats_avx512bf16
+         : isa == FO_ISA_AVX512 ? &fo_formats_avx512
          : isa == FO_ISA_AVX2   ? &fo_formats_avx2
                                 : &fo_formats_baseline;
 #endif
@@ -245,6 +247,7 @@ static void run(size_t k, const size_t *n, size_t elem_size, size_t align, range
 
 typedef struct {
     fo_kernel_fn kernel;
+    fo_staged_fn staged;       /* the rule's staged kernel (float32) */
     const fo_coef *coef;
     unsigned flags, decay, split;
     double split_scale[2];
@@ -359,11 +362,10 @@ static void prefetch(const void *x, size_t nbytes, int write)
 
 /* The staged block loop (a float32 call with storage formats): per block of
  * FO_BLOCK elements (8-bit state: one quantization block, since ranges start
- * on blocks), each stream not in float32 is converted or dequantized into a
- * buffer on the stack, the rule's kernel runs on the buffers, the states are
- * written back (rounded to bfloat16, or requantized with the block's new
- * maximum) and then the parameter (rounded as f->rounding says), and the EMA
- * follows the parameter as stored. */
+ * on blocks), 8-bit states are dequantized into buffers on the stack, the
+ * rule's staged kernel (kernels.h) runs with the 16-bit streams widened and
+ * rounded back in its own loop, the 8-bit states are requantized with the
+ * block's new maximum, and the EMA follows the parameters as stored. */
 static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
                          const fo_array_coef *array_coef, unsigned flags)
 {
@@ -401,63 +403,39 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
             if (ema)
                 prefetch(ema + ahead, ma * 4, 1);
         }
-        void *xb[FO_NSLOTS] = {0};
-        float *pv = p16 ? pbuf : (float *)p + b;
-        if (p16)
-            fmtk->load16[f->p - FO_FMT_F16](m, pbuf, (const uint16_t *)p + b);
-        xb[FO_SLOT_P] = pv;
+        fo_stage st = {{0}, {0}, f->rounding, key, b, comp ? comp + b : NULL,
+                       p16 && ema ? pbuf : NULL};
+        st.x[0] = p + b * (p16 ? 2 : 4);
+        st.fmt[0] = f->p;
         if (u->sources > 1) {
             kern->sum_sources[FO_F32](m, gbuf, (const float *)g + b, u->sources,
                                       u->source_stride, u->source_scale);
-            xb[FO_SLOT_G] = gbuf;
-        } else if (g16) {
-            fmtk->load16[f->g - FO_FMT_F16](m, gbuf, (const uint16_t *)g + b);
-            xb[FO_SLOT_G] = gbuf;
+            st.x[1] = gbuf;
         } else {
-            xb[FO_SLOT_G] = (float *)g + b;
+            st.x[1] = g + b * (g16 ? 2 : 4);
+            st.fmt[1] = f->g;
         }
         for (int j = 0; j < FO_MAX_STATES; j++) {
             if (!state[j])
                 continue;
-            if (kind[j] == FO_FMT_NATIVE) {
-                xb[FO_SLOT_STATE + j] = (float *)state[j] + b;
-                continue;
-            }
-            if (kind[j] == FO_FMT_BF16)
-                fmtk->load16[FO_FMT_BF16 - FO_FMT_F16](m, sbuf[j], (const uint16_t *)state[j] + b);
-            else
+            if (is_q8(kind[j])) {
                 fmtk->q8_load(m, sbuf[j], (const uint8_t *)state[j] + b,
                               absmax[j][b / FO_Q8_BLOCK], &fo_qmaps[kind[j] == FO_FMT_Q8_UNSIGNED]);
-            xb[FO_SLOT_STATE + j] = sbuf[j];
+                st.x[2 + j] = sbuf[j];
+            } else {
+                st.x[2 + j] = state[j] + b * format_size(kind[j]);
+                st.fmt[2 + j] = kind[j];
+            }
         }
         a.start = b;
-        u->kernel(m, xb, u->coef, &a, flags);
-        for (int j = 0; j < FO_MAX_STATES; j++) {
-            if (!state[j] || kind[j] == FO_FMT_NATIVE)
-                continue;
-            if (kind[j] == FO_FMT_BF16)
-                fmtk->store16[FO_FMT_BF16 - FO_FMT_F16](m, (uint16_t *)state[j] + b, sbuf[j]);
-            else
+        u->staged(m, &st, u->coef, &a, flags);
+        for (int j = 0; j < FO_MAX_STATES; j++)
+            if (state[j] && is_q8(kind[j]))
                 absmax[j][b / FO_Q8_BLOCK] =
                     fmtk->q8_store(m, (uint8_t *)state[j] + b, sbuf[j],
                                    &fo_qmaps[kind[j] == FO_FMT_Q8_UNSIGNED]);
-        }
-        if (p16) {
-            const int h = f->p - FO_FMT_F16;
-            uint16_t *const pd = (uint16_t *)p + b;
-            if (f->rounding == FO_ROUND_KAHAN) {
-                fmtk->kahan16[h](m, pd, comp + b, pbuf);  /* pbuf: the stored values */
-            } else {
-                if (f->rounding == FO_ROUND_STOCHASTIC)
-                    fmtk->store16_sr[h](m, pd, pbuf, key, b);
-                else
-                    fmtk->store16[h](m, pd, pbuf);
-                if (ema)
-                    fmtk->load16[h](m, pbuf, pd);
-            }
-        }
         if (ema)
-            kern->ema[FO_F32](m, ema + b, pv, u->ema_decay);
+            kern->ema[FO_F32](m, ema + b, p16 ? pbuf : (float *)p + b, u->ema_decay);
     }
 }
 
@@ -692,7 +670,7 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
     const unsigned flags = kern->prepare[rule][dtype](s, &coef);
     if (flags == FO_INVALID)
         return -1;
-    update_ctx u = {kern->kernel[rule][dtype], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
+    update_ctx u = {kern->kernel[rule][dtype], kern->staged[rule], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
                     elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
                     s->ema_decay, s->sources, s->source_stride, s->source_scale, f, s->t};
     if (split_scale(s->grad_scale, dtype, u.split_scale))

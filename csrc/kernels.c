@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "convert.h"
 #include "isa.h"
 #include "kernels.h"
 
@@ -22,7 +23,9 @@
 #define FO_FABS fabsf
 #define FO_L2_SUM(g, wd, p) ((float)((double)(g) + (double)(wd) * (double)(p)))
 #define FO_EPSILON FLT_EPSILON
+#define FO_STAGED
 #include "kernels.inc"
+#undef FO_STAGED
 #undef T
 #undef SFX
 #undef FO_SQRT
@@ -45,11 +48,13 @@
 
 #define FO_ENTRY(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_prepare_f32), FO_FN(name##_prepare_f64)},
 #define FO_KERNEL(ID, name, ...) [FO_RULE_##ID] = {FO_FN(name##_f32), FO_FN(name##_f64)},
+#define FO_STAGED_KERNEL(ID, name, ...) [FO_RULE_##ID] = FO_FN(name##_staged_f32),
 #define FO_FINISH(ID, name) [FO_RULE_##ID] = {FO_FN(name##_finish_f32), FO_FN(name##_finish_f64)},
 const fo_kernels FO_CAT(fo_kernels, FO_ISA) = {
     .prepare = {FO_RULES(FO_ENTRY)},
     .kernel = {FO_RULES(FO_KERNEL)},
     .finish = {FO_REDUCE_RULES(FO_FINISH)},
+    .staged = {FO_RULES(FO_STAGED_KERNEL)},
     .sumsq = {FO_FN(sumsq_f32), FO_FN(sumsq_f64)},
     .maxabs = {FO_FN(maxabs_f32), FO_FN(maxabs_f64)},
     .ema = {FO_FN(ema_f32), FO_FN(ema_f64)},

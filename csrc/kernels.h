@@ -39,6 +39,27 @@ typedef void (*fo_kernel_fn)(size_t n, void *const *x, const fo_coef *coef,
  * and the sums of squares of its reduce pass. */
 typedef double (*fo_finish_fn)(const fo_coef *coef, size_t n, const double *sums);
 
+/* A float32 range whose p, g and state streams may be stored in 16 bits: each
+ * slot's pointer (at the range's first element; NULL where the kernel's slot
+ * is) and format (FO_FMT_NATIVE, FO_FMT_F16 or FO_FMT_BF16). The staged
+ * kernel widens FO_GROUP elements of each stream at a time, runs the rule's
+ * loop on them and writes the results back, the parameters rounded as
+ * `rounding` says, in one pass: the conversions overlap the rule's arithmetic.
+ * With p_out set, it also leaves there the parameters as stored, in float32
+ * (for the EMA). */
+#define FO_STAGE_SLOTS (2 + FO_MAX_STATES)
+#define FO_GROUP 64
+typedef struct {
+    void *x[FO_STAGE_SLOTS];
+    int fmt[FO_STAGE_SLOTS];
+    int rounding;          /* a 16-bit parameter's: FO_ROUND_NEAREST, _STOCHASTIC, _KAHAN */
+    uint64_t key, first;   /* stochastic: the array's key, and x[0]'s index in the array */
+    uint16_t *comp;        /* Kahan: the compensation at x[0]'s element */
+    float *p_out;
+} fo_stage;
+typedef void (*fo_staged_fn)(size_t n, const fo_stage *st, const fo_coef *coef,
+                             const fo_array_coef *a, unsigned flags);
+
 /* Elements per block when the driver runs a range in blocks: the gradient of
  * several sources summed into a buffer on the stack, the EMA updated right
  * after its block, while the block is in cache. */
@@ -53,6 +74,7 @@ typedef struct {
     fo_prepare_fn prepare[FO_NUM_RULES][2];   /* [rule][dtype] */
     fo_kernel_fn kernel[FO_NUM_RULES][2];
     fo_finish_fn finish[FO_NUM_RULES][2];     /* NULL: no reduction */
+    fo_staged_fn staged[FO_NUM_RULES];        /* float32 */
     void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
     double (*maxabs[2])(size_t n, const void *g);
     void (*ema[2])(size_t n, void *ema, const void *p, double decay);
@@ -65,6 +87,7 @@ extern const fo_kernels fo_kernels_baseline;
 #ifdef FO_MULTI_ISA
 extern const fo_kernels fo_kernels_avx2;
 extern const fo_kernels fo_kernels_avx512;
+extern const fo_kernels fo_kernels_avx512bf16;
 #endif
 
 #endif
