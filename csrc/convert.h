@@ -284,9 +284,60 @@ FO_INLINE void fo_draw32(size_t n, uint32_t *out, uint64_t key, uint64_t first)
 /* n <= FO_SR_CHUNK elements of src rounded stochastically into dst (fmt:
  * FO_FMT_F16 or FO_FMT_BF16), element j of the array being `first` + j: the
  * grid values are exact in the format, and the rest round to nearest. */
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+FO_INLINE __m512i mix64x8(__m512i z)
+{
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)),
+                           _mm512_set1_epi64((long long)0xBF58476D1CE4E5B9u));
+    z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)),
+                           _mm512_set1_epi64((long long)0x94D049BB133111EBu));
+    return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
+}
+
+/* bfloat16, fo_draw16 + bf16_sr_grid + narrow_bf16 in registers, 32 elements
+ * (8 words) at a time, `first` a multiple of 4: u16 lane j of the 8 words is
+ * element j's 16 random bits. Returns how many elements it did. */
+FO_INLINE size_t fo_store_bf16_sr_x32(size_t n, uint16_t *restrict dst, const float *restrict src,
+                                      uint64_t key, uint64_t first)
+{
+    const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m512i golden = _mm512_set1_epi64((long long)FO_GOLDEN);
+    const __m512i low = _mm512_set1_epi32(0xFFFF), high = _mm512_set1_epi32((int)0xFFFF0000u);
+    const __m512i ulp = _mm512_set1_epi32(0x10000), big = _mm512_set1_epi32(0x7F7F0000);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    size_t i = 0;
+    if (first & 3)
+        return 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m512i w = _mm512_add_epi64(_mm512_set1_epi64((long long)((first + i) >> 2)), lane);
+        const __m512i r = mix64x8(_mm512_add_epi64(_mm512_set1_epi64((long long)key),
+                                                   _mm512_mullo_epi64(w, golden)));
+        for (int h = 0; h < 2; h++) {
+            const __m512i r16 = _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(r, 1)
+                                                         : _mm512_castsi512_si256(r));
+            const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(src + i + 16 * h));
+            const __mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, low), r16);
+            const __m512i trunc = _mm512_and_si512(u, high);
+            __m512i g = _mm512_mask_add_epi32(trunc, up, trunc, ulp);
+            g = _mm512_mask_mov_epi32(g, _mm512_cmpge_epu32_mask(_mm512_and_si512(u, abs_mask), big), u);
+            VH_STORE(dst + i + 16 * h, narrow_bf16(_mm512_castsi512_ps(g)));
+        }
+    }
+    return i;
+}
+#endif
+
 FO_INLINE void fo_store16_sr(int fmt, size_t n, uint16_t *restrict dst, const float *restrict src,
                              uint64_t key, uint64_t first)
 {
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+    if (fmt == FO_FMT_BF16) {
+        const size_t done = fo_store_bf16_sr_x32(n, dst, src, key, first);
+        dst += done, src += done, first += done, n -= done;
+        if (!n)
+            return;
+    }
+#endif
     float grid[FO_SR_CHUNK];
     if (fmt == FO_FMT_F16) {
         uint32_t r32[FO_SR_CHUNK];
