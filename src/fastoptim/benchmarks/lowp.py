@@ -145,7 +145,7 @@ for _config in CONFIGS:
     _register(_config)
 
 HEADER = (f"{'configuration':<24} {'state B/p':>9} {'ms/step':>8} {'vs fp32':>8} "
-          f"{'% ceiling':>9} {BNB:>12} {TORCHAO:>8}")
+          f"{'% ceiling':>9} {BNB:>12} {TORCHAO:>8} {'others':>7}")
 
 # (config id, what is compared, the target) -- issue 13's, on the development machine
 TARGETS = [
@@ -162,7 +162,9 @@ def main(args, out):
     print("\nLow precision (Adam, one array): state B/p = state bytes per parameter; vs fp32 "
           "= fp32 Adam's time / this row's; % ceiling = own-ceiling time / this row's (the "
           "ceiling moves the row's streams in their formats with trivial arithmetic); "
-          "bitsandbytes, torchao: their AdamW8bit's time / ours", file=out)
+          "bitsandbytes, torchao: their AdamW8bit's time / ours; others = CPUs other processes "
+          "used during the row (a parallel step waits for its slowest thread: ratios need "
+          "it near 0)", file=out)
     rows, skipped_all = [], {}
     for n in sizes:
         print(f"\nn={B.size_label(n)}", file=out)
@@ -175,7 +177,9 @@ def main(args, out):
                 skipped_all[config.title] = str(exc)
                 continue
             steps, skipped = B.build(config.name, inputs)
+            meter = B.CpuMeter()
             best = B.measure(steps, args.rounds, min_ns)
+            busy = meter.others()
             bpp = state_bytes(config.make(inputs.fresh())) / n
             del steps, inputs
             ours, ceil = best.get(B.SUBJECT), best.get(B.CEILING)
@@ -187,8 +191,9 @@ def main(args, out):
                      f"{100 * ceil / ours:.0f}%" if ours and ceil else "-"]
             cells += [f"{others[k] / ours:.2f}x" if ours and others[k] else "-"
                       for k in (BNB, TORCHAO)]
+            busy = f"{busy:.2f}" if busy is not None else "-"
             print(f"{config.title:<24} {bpp:>9.3g} {cells[0]:>8} {cells[1]:>8} {cells[2]:>9} "
-                  f"{cells[3]:>12} {cells[4]:>8}", file=out)
+                  f"{cells[3]:>12} {cells[4]:>8} {busy:>7}", file=out)
             out.flush()
             rows.append((n, config.id, ours, ceil, bpp, others))
             skipped_all.update(skipped)
