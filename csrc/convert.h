@@ -300,8 +300,12 @@ FO_INLINE __m512i mix64x8(__m512i z)
 FO_INLINE size_t fo_store_bf16_sr_x32(size_t n, uint16_t *restrict dst, const float *restrict src,
                                       uint64_t key, uint64_t first)
 {
-    const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m512i golden = _mm512_set1_epi64((long long)FO_GOLDEN);
+    /* word counters key + w * golden as a sum: one 64-bit product fewer per 8
+     * words (the products run on the port the divider uses) */
+    const __m512i step = _mm512_setr_epi64(0, (long long)FO_GOLDEN, (long long)(2 * FO_GOLDEN),
+                                           (long long)(3 * FO_GOLDEN), (long long)(4 * FO_GOLDEN),
+                                           (long long)(5 * FO_GOLDEN), (long long)(6 * FO_GOLDEN),
+                                           (long long)(7 * FO_GOLDEN));
     const __m512i low = _mm512_set1_epi32(0xFFFF), high = _mm512_set1_epi32((int)0xFFFF0000u);
     const __m512i ulp = _mm512_set1_epi32(0x10000), big = _mm512_set1_epi32(0x7F7F0000);
     const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
@@ -309,9 +313,8 @@ FO_INLINE size_t fo_store_bf16_sr_x32(size_t n, uint16_t *restrict dst, const fl
     if (first & 3)
         return 0;
     for (; i + 32 <= n; i += 32) {
-        const __m512i w = _mm512_add_epi64(_mm512_set1_epi64((long long)((first + i) >> 2)), lane);
-        const __m512i r = mix64x8(_mm512_add_epi64(_mm512_set1_epi64((long long)key),
-                                                   _mm512_mullo_epi64(w, golden)));
+        const uint64_t base = key + ((first + i) >> 2) * FO_GOLDEN;
+        const __m512i r = mix64x8(_mm512_add_epi64(_mm512_set1_epi64((long long)base), step));
         for (int h = 0; h < 2; h++) {
             const __m512i r16 = _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(r, 1)
                                                          : _mm512_castsi512_si256(r));
