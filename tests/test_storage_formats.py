@@ -46,6 +46,12 @@ CONFIGS = [
      {"state_bits": 8, "min_8bit_size": 300}),
     ("bf16-state8-kahan", BF16, BF16,
      {"state_bits": 8, "min_8bit_size": 0, "kahan_summation": True}),
+    # the EMA follows the parameters as stored (each write-back), and an
+    # accumulated gradient is summed in float32 before the staged update
+    ("bf16-ema-stochastic", BF16, BF16, {"ema_decay": 0.9, "stochastic_rounding": True, "seed": 5}),
+    ("f16-ema-kahan-accumulate", F16, F16,
+     {"ema_decay": 0.99, "kahan_summation": True, "gradient_accumulation_steps": 2}),
+    ("bf16-ema-state16", BF16, BF16, {"ema_decay": 0.5, "state_bits": 16}),
 ]
 # W2 crosses many 8-bit blocks and the parallel threshold, and ends mid-block;
 # W1 is Fortran-ordered
@@ -98,16 +104,20 @@ def test_compiled_equals_numpy_bitwise(info, config):
     try:
         for isa in _core.isa_supported():
             _core.set_isa(isa)
-            for threads in (1, 2):
-                _core.set_num_threads(threads)
-                opt, actual = _run(info, settings, db.copy(start), grads, numpy_step=False)
-                what = f"{info.name} {cid} isa={isa} threads={threads}"
-                for a, e in zip(actual, expected):
-                    db.assert_same(a, e, what)
-                assert opt.last_grad_norm == ref.last_grad_norm, what
-                assert opt.state_dict().keys() == ref.state_dict().keys(), what
+            # avx512: with and without AVX-512 BF16's conversion (where the CPU has it)
+            for bf16_insn in (True, False) if isa == "avx512" else (True,):
+                _core._set_bf16_instructions(bf16_insn)
+                for threads in (1, 2):
+                    _core.set_num_threads(threads)
+                    opt, actual = _run(info, settings, db.copy(start), grads, numpy_step=False)
+                    what = f"{info.name} {cid} isa={isa} bf16_insn={bf16_insn} threads={threads}"
+                    for a, e in zip(actual, expected):
+                        db.assert_same(a, e, what)
+                    assert opt.last_grad_norm == ref.last_grad_norm, what
+                    assert opt.state_dict().keys() == ref.state_dict().keys(), what
     finally:
         _core.set_isa(before[0])
+        _core._set_bf16_instructions(True)
         _core.set_num_threads(before[1])
 
 
