@@ -65,7 +65,17 @@ def _problem(pdtype, gdtype, seed, steps=3):
     params["W1"] = np.asfortranarray(params["W1"])
     grads = [{"d" + k: (0.1 * rng.standard_normal(s)).astype(np.float32).astype(gdtype)
               for k, s in SHAPES.items()} for _ in range(steps)]
+    for g in grads:   # in its parameter's layout, as the C path takes it
+        g["dW1"] = np.asfortranarray(g["dW1"])
     return params, grads
+
+
+def _no_fallback(opt):
+    """Make a step that would go to the NumPy fallback fail instead: the
+    comparisons below are of the compiled step."""
+    def fallback(*args):
+        raise AssertionError("the step went to the NumPy fallback")
+    opt._step_numpy = fallback
 
 
 def _run(info, settings, params, grads, numpy_step):
@@ -74,6 +84,7 @@ def _run(info, settings, params, grads, numpy_step):
         opt._unbind()
     else:
         assert opt._compiled
+        _no_fallback(opt)
     out = []
     for g in grads:
         opt.step(g)
