@@ -82,7 +82,7 @@ FO_INLINE uint16_t f32_to_bf16(float f)
     return (uint16_t)(a > 0x7F800000u ? nan : a < 0x00800000u ? zero : rounded);
 }
 
-/* V lanes in vector registers: widen (exact) and narrow (the rules above). */
+/* ---- V lanes in vector registers: widen (exact) and narrow (the rules above) ---- */
 #if defined(__AVX512F__)
 #define V 16
 typedef __m512 vf;
@@ -173,7 +173,8 @@ FO_INLINE vf sub_where_finite(vf x, vf b)
 }
 #endif
 
-/* n elements, 16-bit to float32 and back (fmt: FO_FMT_F16 or FO_FMT_BF16) */
+/* ---- n elements: 16-bit to float32 and back (fmt: FO_FMT_F16 or FO_FMT_BF16) ---- */
+
 FO_INLINE void fo_load16(int fmt, size_t n, float *restrict dst, const uint16_t *restrict src)
 {
     size_t i = 0;
@@ -242,44 +243,34 @@ FO_INLINE float f16_sr_grid(float x, uint32_t r32)
     return bitsf(a >= 0x477FE000u ? u : grid);
 }
 
-/* The random bits of elements first .. first+n-1 (n <= FO_SR_CHUNK): 16 each
- * (bfloat16) or 32 each (float16), per the layout above. */
+/* The random bits of elements first .. first+n-1 (n <= FO_SR_CHUNK) into out,
+ * `per` elements to a word: 4 (bfloat16: uint16_t each) or 2 (float16:
+ * uint32_t each), per the layout above. */
 #define FO_SR_CHUNK 256  /* the buffers on the stack below */
 
-FO_INLINE void fo_draw16(size_t n, uint16_t *out, uint64_t key, uint64_t first)
+FO_INLINE void fo_draw(unsigned per, size_t n, void *out, uint64_t key, uint64_t first)
 {
-    uint64_t word[FO_SR_CHUNK / 4 + 2];
-    const uint64_t w0 = first >> 2, off = first & 3;
-    const size_t nw = (size_t)((off + n + 3) >> 2);
+    uint64_t word[FO_SR_CHUNK / 2 + 2];
+    const uint64_t w0 = first / per, off = first % per;
+    const size_t nw = (size_t)((off + n + per - 1) / per);
     for (size_t w = 0; w < nw; w++)
         word[w] = mix64(key + (w0 + w) * FO_GOLDEN);
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     /* (the bound restated, which the compiler cannot always see) */
-    memcpy(out, (const uint16_t *)(const void *)word + off,
-           (n < FO_SR_CHUNK ? n : FO_SR_CHUNK) * sizeof *out);
+    memcpy(out, (const char *)(const void *)word + off * (8 / per),
+           (n < FO_SR_CHUNK ? n : FO_SR_CHUNK) * (8 / per));
 #else
-    for (size_t i = 0; i < n; i++)
-        out[i] = (uint16_t)(word[(off + i) >> 2] >> (16 * ((off + i) & 3)));
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t bits = word[(off + i) / per] >> (64 / per * ((off + i) % per));
+        if (per == 4)
+            ((uint16_t *)out)[i] = (uint16_t)bits;
+        else
+            ((uint32_t *)out)[i] = (uint32_t)bits;
+    }
 #endif
 }
 
-FO_INLINE void fo_draw32(size_t n, uint32_t *out, uint64_t key, uint64_t first)
-{
-    uint64_t word[FO_SR_CHUNK / 2 + 2];
-    const uint64_t w0 = first >> 1, off = first & 1;
-    const size_t nw = (size_t)((off + n + 1) >> 1);
-    for (size_t w = 0; w < nw; w++)
-        word[w] = mix64(key + (w0 + w) * FO_GOLDEN);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    memcpy(out, (const uint32_t *)(const void *)word + off,
-           (n < FO_SR_CHUNK ? n : FO_SR_CHUNK) * sizeof *out);
-#else
-    for (size_t i = 0; i < n; i++)
-        out[i] = (uint32_t)(word[(off + i) >> 1] >> (32 * ((off + i) & 1)));
-#endif
-}
-
-/* ---- blocks: 16-bit to float32 and back ------------------------------------------ */
+/* ---- stochastic rounding and Kahan summation, n elements ------------------------ */
 
 /* n <= FO_SR_CHUNK elements of src rounded stochastically into dst (fmt:
  * FO_FMT_F16 or FO_FMT_BF16), element j of the array being `first` + j: the
@@ -294,7 +285,7 @@ FO_INLINE __m512i mix64x8(__m512i z)
     return _mm512_xor_si512(z, _mm512_srli_epi64(z, 31));
 }
 
-/* bfloat16, fo_draw16 + bf16_sr_grid + narrow_bf16 in registers, 32 elements
+/* bfloat16, fo_draw + bf16_sr_grid + narrow_bf16 in registers, 32 elements
  * (8 words) at a time, `first` a multiple of 4: u16 lane j of the 8 words is
  * element j's 16 random bits. Returns how many elements it did. */
 FO_INLINE size_t fo_store_bf16_sr_x32(size_t n, uint16_t *restrict dst, const float *restrict src,
@@ -344,12 +335,12 @@ FO_INLINE void fo_store16_sr(int fmt, size_t n, uint16_t *restrict dst, const fl
     float grid[FO_SR_CHUNK];
     if (fmt == FO_FMT_F16) {
         uint32_t r32[FO_SR_CHUNK];
-        fo_draw32(n, r32, key, first);
+        fo_draw(2, n, r32, key, first);
         for (size_t i = 0; i < n; i++)
             grid[i] = f16_sr_grid(src[i], r32[i]);
     } else {
         uint16_t r16[FO_SR_CHUNK];
-        fo_draw16(n, r16, key, first);
+        fo_draw(4, n, r16, key, first);
         for (size_t i = 0; i < n; i++)
             grid[i] = bf16_sr_grid(src[i], r16[i]);
     }
