@@ -74,7 +74,8 @@ typedef struct {
     fo_prepare_fn prepare[FO_NUM_RULES][2];   /* [rule][dtype] */
     fo_kernel_fn kernel[FO_NUM_RULES][2];
     fo_finish_fn finish[FO_NUM_RULES][2];     /* NULL: no reduction */
-    fo_staged_fn staged[FO_NUM_RULES];        /* float32 */
+    fo_staged_fn staged[FO_NUM_RULES];        /* float32; the driver stages the elementwise
+                                                 rules only (not FO_REDUCE_RULES) */
     void (*sumsq[2])(size_t n, const void *g, double scale, double *out, int *nonfinite);
     double (*maxabs[2])(size_t n, const void *g);
     void (*ema[2])(size_t n, void *ema, const void *p, double decay);
