@@ -231,19 +231,11 @@ def _refuse_storage(cls, args, arrays):
     """DataParallel exchanges and keeps float32 and float64 arrays only: refuse
     16-bit parameters and the storage settings (issue 13's formats are not
     sliced, exchanged or checkpointed by rank yet)."""
-    name = f"DataParallel({cls.__name__})"
-    bits = args.get("state_bits", 32)
-    if type(bits) is not int or bits != 32:
-        raise ValueError(f"{name} keeps the optimizer state in the parameters' dtype: "
-                         f"state_bits must be 32, got {bits!r}")
-    for arg in ("kahan_summation", "stochastic_rounding"):
-        if check.flag(args.get(arg, False), arg):
-            raise ValueError(f"{name} does not take {arg}=True: its parameters are "
-                             f"float32 or float64")
-    for key, a in arrays:
-        if check.is_16bit(a.dtype):
-            raise TypeError(f"{name} takes float32 or float64 parameters, got "
-                            f"parameters[{key!r}] of {a.dtype}")
+    flags = {arg: check.flag(args.get(arg, False), arg)
+             for arg in ("kahan_summation", "stochastic_rounding")}
+    _base.refuse_storage(f"DataParallel({cls.__name__})",
+                         "its exchanges and checkpoints are float32 or float64",
+                         args.get("state_bits", 32), flags, arrays)
 
 
 class DataParallel:

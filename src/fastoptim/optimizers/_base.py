@@ -327,21 +327,10 @@ class Optimizer(_backend.Stepper):
         whose step is not elementwise (the C driver stages 16-bit and 8-bit
         streams for elementwise rules only; _storage_refusal says why)."""
         why = self._storage_refusal()
-        if why is None:
-            return
-        name = type(self).__name__
-        if self._state_bits != 32:
-            raise ValueError(f"{name} takes state_bits=32 only ({why}), "
-                             f"got state_bits={self._state_bits}")
-        for arg, on in (("kahan_summation", self._kahan),
-                        ("stochastic_rounding", self._sr)):
-            if on:
-                raise ValueError(f"{name} does not take {arg}=True ({why}): its "
-                                 f"parameters are float32 or float64")
-        for key, p in arrays:
-            if check.is_16bit(p.dtype):
-                raise TypeError(f"{name} takes float32 or float64 parameters only ({why}), "
-                                f"got parameters[{key!r}] of {p.dtype}")
+        if why is not None:
+            refuse_storage(type(self).__name__, why, self._state_bits,
+                           {"kahan_summation": self._kahan, "stochastic_rounding": self._sr},
+                           arrays)
 
     def _storage_refusal(self):
         """None when the class takes 16-bit parameters and bfloat16 or 8-bit
@@ -1203,6 +1192,25 @@ def _ema_decay(value):
     if value is None:
         return None
     return check.beta(value, "ema_decay")
+
+
+def refuse_storage(name, why, state_bits, flags, arrays):
+    """Raise, naming `name`, the argument and `why`, if the storage settings
+    ask for anything but float32/float64 parameters and state: state_bits
+    other than 32, a write-back flag set ({argument: bool}), a 16-bit array in
+    `arrays` ((key, array) pairs). For the classes whose step is not
+    elementwise and for DataParallel."""
+    if type(state_bits) is not int or state_bits != 32:
+        raise ValueError(f"{name} keeps its state in float32 or float64 ({why}): "
+                         f"state_bits must be 32, got {state_bits!r}")
+    for arg, on in flags.items():
+        if on:
+            raise ValueError(f"{name} does not take {arg}=True ({why}): its parameters "
+                             f"are float32 or float64")
+    for key, p in arrays:
+        if check.is_16bit(p.dtype):
+            raise TypeError(f"{name} takes float32 or float64 parameters, got "
+                            f"parameters[{key!r}] of {p.dtype} ({why})")
 
 
 def _state_bits(value):
