@@ -375,7 +375,8 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
     char *const p = u->x[FO_SLOT_P * k + i], *const g = u->x[FO_SLOT_G * k + i];
     float *const ema = u->x[FO_SLOT_EMA * k + i];
     uint16_t *const comp = u->x[FO_SLOT_KAHAN * k + i];
-    const int p16 = f->p != FO_FMT_NATIVE, g16 = f->g != FO_FMT_NATIVE;
+    const int p16 = f->p != FO_FMT_NATIVE;
+    const size_t ps = format_size(f->p), gs = format_size(f->g);  /* bytes per element */
     char *state[FO_MAX_STATES];
     float *absmax[FO_MAX_STATES];
     int kind[FO_MAX_STATES];  /* this array's format of each slot */
@@ -392,7 +393,6 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
         const size_t ahead = b + STAGE_AHEAD * FO_BLOCK;
         if (ahead < hi) {
             const size_t ma = hi - ahead < FO_BLOCK ? hi - ahead : FO_BLOCK;
-            const size_t ps = p16 ? 2 : 4, gs = g16 ? 2 : 4;
             prefetch(p + ahead * ps, ma * ps, 1);
             prefetch(g + ahead * gs, ma * gs, 0);
             for (int j = 0; j < FO_MAX_STATES; j++)
@@ -405,14 +405,14 @@ static void staged_range(const update_ctx *u, size_t i, size_t lo, size_t hi,
         }
         fo_stage st = {{0}, {0}, f->rounding, key, b, comp ? comp + b : NULL,
                        p16 && ema ? pbuf : NULL};
-        st.x[0] = p + b * (p16 ? 2 : 4);
+        st.x[0] = p + b * ps;
         st.fmt[0] = f->p;
         if (u->sources > 1) {
             kern->sum_sources[FO_F32](m, gbuf, (const float *)g + b, u->sources,
                                       u->source_stride, u->source_scale);
             st.x[1] = gbuf;
         } else {
-            st.x[1] = g + b * (g16 ? 2 : 4);
+            st.x[1] = g + b * gs;
             st.fmt[1] = f->g;
         }
         for (int j = 0; j < FO_MAX_STATES; j++) {
@@ -670,8 +670,8 @@ int fo_update(int rule, int dtype, size_t k, void *const *x, const size_t *n, fo
     const unsigned flags = kern->prepare[rule][dtype](s, &coef);
     if (flags == FO_INVALID)
         return -1;
-    update_ctx u = {kern->kernel[rule][dtype], kern->staged[rule], &coef, flags, s->decay, 0, {1.0, 1.0}, k,
-                    elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
+    update_ctx u = {kern->kernel[rule][dtype], kern->staged[rule], &coef, flags, s->decay, 0,
+                    {1.0, 1.0}, k, elem_size(dtype), dtype, x, s->weight_decay, s->lr, s->grad_scale,
                     s->ema_decay, s->sources, s->source_stride, s->source_scale, f, s->t};
     if (split_scale(s->grad_scale, dtype, u.split_scale))
         u.split = FO_SCALE_SPLIT;

@@ -48,16 +48,6 @@ static void FO_FN(store_bf16_sr)(size_t n, uint16_t *dst, const float *src, uint
     sr(FO_FMT_BF16, n, dst, src, key, first);
 }
 
-static void FO_FN(kahan_f16)(size_t n, uint16_t *p, uint16_t *c, float *v)
-{
-    fo_kahan16(FO_FMT_F16, n, p, c, v);
-}
-
-static void FO_FN(kahan_bf16)(size_t n, uint16_t *p, uint16_t *c, float *v)
-{
-    fo_kahan16(FO_FMT_BF16, n, p, c, v);
-}
-
 /* ---- 8-bit block-wise state (Dettmers et al. 2022) -------------------------------- */
 
 static void FO_FN(q8_load)(size_t n, float *restrict dst, const uint8_t *restrict codes,
@@ -240,7 +230,6 @@ const fo_formats_kernels FO_CAT(fo_formats, FO_ISA) = {
     .load16 = {FO_FN(load_f16), FO_FN(load_bf16)},
     .store16 = {FO_FN(store_f16), FO_FN(store_bf16)},
     .store16_sr = {FO_FN(store_f16_sr), FO_FN(store_bf16_sr)},
-    .kahan16 = {FO_FN(kahan_f16), FO_FN(kahan_bf16)},
     .q8_load = FO_FN(q8_load),
     .q8_store = FO_FN(q8_store),
     .read_bytes = FO_FN(read_bytes),

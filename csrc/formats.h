@@ -40,9 +40,6 @@ typedef struct {
     void (*store16[2])(size_t n, uint16_t *dst, const float *src);
     void (*store16_sr[2])(size_t n, uint16_t *dst, const float *src, uint64_t key,
                           uint64_t first);
-    /* Kahan: v (the float32 update) plus the compensation c, rounded into p; c
-     * keeps what rounding lost; v becomes the stored value */
-    void (*kahan16[2])(size_t n, uint16_t *p, uint16_t *c, float *v);
     /* 8-bit: one block (n <= FO_Q8_BLOCK) of codes to values, and values to
      * codes, returning the block's absolute maximum */
     void (*q8_load)(size_t n, float *dst, const uint8_t *codes, float absmax,
