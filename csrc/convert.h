@@ -297,25 +297,34 @@ FO_INLINE size_t fo_store_bf16_sr_x32(size_t n, uint16_t *restrict dst, const fl
                                            (long long)(3 * FO_GOLDEN), (long long)(4 * FO_GOLDEN),
                                            (long long)(5 * FO_GOLDEN), (long long)(6 * FO_GOLDEN),
                                            (long long)(7 * FO_GOLDEN));
-    const __m512i low = _mm512_set1_epi32(0xFFFF), high = _mm512_set1_epi32((int)0xFFFF0000u);
-    const __m512i ulp = _mm512_set1_epi32(0x10000), big = _mm512_set1_epi32(0x7F7F0000);
-    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u), big = _mm512_set1_epi32(0x7F7F0000);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF), ones = _mm512_set1_epi32(-1);
     size_t i = 0;
     if (first & 3)
         return 0;
     for (; i + 32 <= n; i += 32) {
         const uint64_t base = key + ((first + i) >> 2) * FO_GOLDEN;
-        const __m512i r = mix64x8(_mm512_add_epi64(_mm512_set1_epi64((long long)base), step));
+        /* 0xFFFF - r16 in every u16 lane: u + (0xFFFF - r16) carries into u's
+         * top half exactly when its low half exceeds r16 (bf16_sr_grid's test),
+         * and the top half is then the upper neighbour */
+        const __m512i r = _mm512_xor_si512(
+            mix64x8(_mm512_add_epi64(_mm512_set1_epi64((long long)base), step)), ones);
+        __m512i g[2];
         for (int h = 0; h < 2; h++) {
             const __m512i r16 = _mm512_cvtepu16_epi32(h ? _mm512_extracti64x4_epi64(r, 1)
                                                          : _mm512_castsi512_si256(r));
             const __m512i u = _mm512_castps_si512(_mm512_loadu_ps(src + i + 16 * h));
-            const __mmask16 up = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, low), r16);
-            const __m512i trunc = _mm512_and_si512(u, high);
-            __m512i g = _mm512_mask_add_epi32(trunc, up, trunc, ulp);
-            g = _mm512_mask_mov_epi32(g, _mm512_cmpge_epu32_mask(_mm512_and_si512(u, abs_mask), big), u);
-            VH_STORE(dst + i + 16 * h, narrow_bf16(_mm512_castsi512_ps(g)));
+            const __mmask16 small = _mm512_cmplt_epu32_mask(_mm512_and_si512(u, abs_mask), big);
+            g[h] = _mm512_mask_and_epi32(u, small, _mm512_add_epi32(u, r16), high);
         }
+#if defined(__AVX512BF16__)
+        const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_castsi512_ps(g[1]),
+                                                  _mm512_castsi512_ps(g[0]));
+        memcpy(dst + i, &both, sizeof both);
+#else
+        VH_STORE(dst + i, narrow_bf16(_mm512_castsi512_ps(g[0])));
+        VH_STORE(dst + i + 16, narrow_bf16(_mm512_castsi512_ps(g[1])));
+#endif
     }
     return i;
 }
