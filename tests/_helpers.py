@@ -7,8 +7,11 @@
 - check_against_reference(): the element-by-element comparison.
 - snapshot()/assert_unchanged(): bitwise copies, NaN payloads included.
 """
+import contextlib
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,31 @@ once = pytest.mark.skipif(
     _core is None or BACKEND != "c",
     reason="backend-independent comparison of _core and _fallback; runs in the C-backend pass",
 )
+
+
+@contextlib.contextmanager
+def numpy_step(reason=""):
+    """Around a step that the compiled backend hands to NumPy: expect its
+    PerformanceWarning, whose message contains `reason`; the NumPy backend
+    (NumPy by choice) issues none. Yields the recorded warnings."""
+    if BACKEND == "c":
+        with pytest.warns(fastoptim.PerformanceWarning, match=re.escape(reason)) as record:
+            yield record
+        return
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        yield record
+    assert not [w for w in record if issubclass(w.category, fastoptim.PerformanceWarning)]
+
+
+def in_layouts(grads, params):
+    """grads with each gradient in its parameter's memory layout (Fortran
+    where the parameter is Fortran-ordered only): the C path takes a step
+    only then."""
+    def fortran(p):
+        return p.flags.f_contiguous and not p.flags.c_contiguous
+    return {dk: np.asfortranarray(g) if dk[1:] in params and fortran(params[dk[1:]]) else g
+            for dk, g in grads.items()}
 
 
 def examples(n):

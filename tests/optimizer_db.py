@@ -182,9 +182,18 @@ def params(dtype=np.float64, seed=0, shapes=SHAPES):
 
 
 def grads(dtype=np.float64, steps=5, seed=100, shapes=SHAPES):
+    """Gradients, each in its parameter's layout (dW2 Fortran-ordered): the
+    compiled backend's C path takes them (mixed layouts go to NumPy with a
+    PerformanceWarning, and have tests of their own)."""
     rng = np.random.default_rng(seed)
-    return [{"d" + k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-            for _ in range(steps)]
+    return [like_params({"d" + k: rng.standard_normal(s).astype(dtype)
+                         for k, s in shapes.items()}) for _ in range(steps)]
+
+
+def like_params(grads):
+    if "dW2" in grads:
+        grads["dW2"] = np.asfortranarray(grads["dW2"])
+    return grads
 
 
 def copy(d):
@@ -229,12 +238,13 @@ def no_bias_decay(key):
 
 
 def problem(dtype, seed, steps=STEPS, scale=1.0):
-    """Parameters (W2 Fortran-ordered) and a gradient dict per step."""
+    """Parameters (W2 Fortran-ordered) and a gradient dict per step (in the
+    parameters' layouts)."""
     rng = np.random.default_rng(seed)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
     params["W2"] = np.asfortranarray(params["W2"])
-    grads = [{"d" + k: (scale * rng.standard_normal(s)).astype(dtype) for k, s in SHAPES.items()}
-             for _ in range(steps)]
+    grads = [like_params({"d" + k: (scale * rng.standard_normal(s)).astype(dtype)
+                          for k, s in SHAPES.items()}) for _ in range(steps)]
     return params, grads
 
 

@@ -10,6 +10,9 @@ import pytest
 import optimizer_db as db
 from _helpers import IMPLS, UPDATES, assert_same_bits, assert_unchanged, clone, problem, snapshot
 
+# aliased arrays go to the NumPy step on purpose: their PerformanceWarning is expected
+pytestmark = pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")
+
 STATEFUL = [u for u in UPDATES if u.states]
 DTYPES = [np.float32, np.float64]
 ids = lambda u: u.name  # noqa: E731

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastoptim as fo
-from _helpers import examples
+from _helpers import examples, in_layouts
 from fastoptim import schedules
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -69,7 +69,7 @@ def source(kind):
     opt = build(kind, params, lr)
     rng = np.random.default_rng(100)
     for _ in range(3):
-        opt.step({"d" + k: rng.standard_normal(s) for k, s in SHAPES.items()})
+        opt.step(in_layouts({"d" + k: rng.standard_normal(s) for k, s in SHAPES.items()}, params))
     with tempfile.TemporaryDirectory() as d:
         fo.save_checkpoint(os.path.join(d, "c.npz"), params, opt)
         with open(os.path.join(d, "c.npz"), "rb") as f:
@@ -145,7 +145,7 @@ def target(kind):
     """Parameters and an optimizer with values unlike the checkpoint's."""
     params = init(8)
     opt = build(kind, params, 0.3)
-    opt.step({"d" + k: np.full(s, 0.5) for k, s in SHAPES.items()})
+    opt.step(in_layouts({"d" + k: np.full(s, 0.5) for k, s in SHAPES.items()}, params))
     return params, opt
 
 

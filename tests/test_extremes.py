@@ -8,6 +8,10 @@ import pytest
 import fastoptim
 from _helpers import ADAM, GD, MOMENTUM, UPDATES, check_against_reference
 
+# counts past 2**62 and views take the NumPy step on purpose: their
+# PerformanceWarning is expected
+pytestmark = pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")
+
 ids = lambda u: u.name  # noqa: E731
 GiB = 1 << 30
 
@@ -260,6 +264,7 @@ def test_family_at_extreme_step_counts(name):
 # --- every optimizer of the test database ----------------------------------------------
 
 import optimizer_db as db  # noqa: E402
+
 
 CONFIGS = [c for info in db.INFOS for c in info.configs[:2]]
 

@@ -182,6 +182,7 @@ def test_norm_and_ceiling_take_anything(call):
         pass
 
 
+@pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")  # hostile: NumPy's steps
 @settings(max_examples=examples(100), **SETTINGS)
 @given(data=st.data())
 def test_object_step_against_the_numpy_step(data):

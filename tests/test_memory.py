@@ -162,6 +162,7 @@ NUMPY_BACKEND |= {f"{name} object, NumPy step" for name in NUMPY_STEP}
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")  # the NumPy-step scenarios
 def test_no_leak_over_ten_thousand_steps(scenario):
     if fastoptim.BACKEND != "c" and scenario not in NUMPY_BACKEND:
         pytest.skip("the NumPy backend's code paths are covered by the other scenarios")

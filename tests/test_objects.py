@@ -63,7 +63,7 @@ def test_nonfinite_step_is_skipped_and_changes_nothing(name, bad):
         assert opt.step(g) is True
         clean.step(g)
     before = snapshot(opt, params)
-    poisoned = {k: a.copy() for k, a in grads[3].items()}
+    poisoned = {k: a.copy(order="K") for k, a in grads[3].items()}
     poisoned["dW2"][1, 2] = bad
     assert opt.step(poisoned) is False
     assert opt.t == 3
@@ -80,7 +80,7 @@ def test_nonfinite_step_is_skipped_and_changes_nothing(name, bad):
 def test_without_skip_nan_reaches_only_its_elements():
     params, grads = problem(np.float64, 8, steps=2)
     opt = fam.AdamW(params, max_grad_norm=0.5)
-    g = {k: a.copy() for k, a in grads[0].items()}
+    g = {k: a.copy(order="K") for k, a in grads[0].items()}
     g["dW1"][2, 3] = np.nan
     assert opt.step(g) is True
     assert np.isnan(params["W1"][2, 3])

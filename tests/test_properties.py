@@ -31,6 +31,10 @@ from _helpers import (
     reference,
 )
 
+# the drawn arrays include layouts and views that the C path leaves to NumPy:
+# their PerformanceWarning is expected
+pytestmark = pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")
+
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.data_too_large])
 LAYOUTS = ("C", "F", "offset", "strided", "reversed")

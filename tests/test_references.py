@@ -86,7 +86,8 @@ def test_lamb_ratio_is_per_array():
     import fastoptim as fam
     params, grads = problem(np.float64, 2, steps=1)
     twice = {k: a * (2.0 if k == "W1" else 1.0) for k, a in params.items()}
-    a, b = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in twice.items()}
+    a = {k: v.copy(order="K") for k, v in params.items()}
+    b = {k: v.copy(order="K") for k, v in twice.items()}
     fam.LAMB(a, weight_decay=0.0).step(grads[0])
     fam.LAMB(b, weight_decay=0.0).step(grads[0])
     np.testing.assert_allclose(b["W1"] - twice["W1"], 2.0 * (a["W1"] - params["W1"]), rtol=1e-12)

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastoptim
 from fastoptim import _fallback
 
 core = pytest.importorskip("fastoptim._core", reason="compiled extension not built")
@@ -190,7 +191,8 @@ def test_views_go_to_the_fallback(name):
     P2 = {k: a.ravel().copy() for k, a in P.items()}
     S2 = [clone(s) for s in flatS]
     for t in (1, 2):
-        call(core, views, flatG, flatS, t)
+        with pytest.warns(fastoptim.PerformanceWarning, match=r"is not contiguous \(a strided view\)"):
+            call(core, views, flatG, flatS, t)
         call(_fallback, P2, flatG, S2, t)
     assert_bitwise([views, *flatS], [P2, *S2], name)
 

@@ -165,6 +165,7 @@ def hostile_state_dicts(draw, sd, own_arrays):
 @pytest.mark.parametrize("info", db.INFOS, ids=[i.name for i in db.INFOS])
 @settings(max_examples=examples(15), **SETTINGS)
 @given(data=st.data())
+@pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")  # counts past 2**62
 def test_hostile_state_dict(info, rate, data):
     lr = RATES[rate]
     grads = db.grads(steps=3)

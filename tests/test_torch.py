@@ -10,6 +10,7 @@ import fastoptim
 import numpy as np
 import pytest
 
+from _helpers import in_layouts
 from optimizer_db import SHAPES, STEPS, TORCH_CASES, problem
 
 torch = pytest.importorskip("torch")
@@ -203,13 +204,14 @@ ADAFACTOR_SHAPES = {"v": (7,), "W": (5, 4), "T": (3, 4, 5), "K": (2, 3, 3, 2), "
 
 @pytest.mark.parametrize("clip", [None, 0.5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")  # G: NumPy's layout
 def test_adafactor_shapes_match_torch(dtype, clip):
     rng = np.random.default_rng(12)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in ADAFACTOR_SHAPES.items()}
     params["F"] = np.asfortranarray(params["F"])
     params["G"] = np.asfortranarray(params["G"])  # a layout the kernel leaves to NumPy
-    grads = [{"d" + k: rng.standard_normal(s).astype(dtype) for k, s in ADAFACTOR_SHAPES.items()}
-             for _ in range(STEPS)]
+    grads = [in_layouts({"d" + k: rng.standard_normal(s).astype(dtype)
+                         for k, s in ADAFACTOR_SHAPES.items()}, params) for _ in range(STEPS)]
     with default_dtype(dtype):
         tensors = {k: torch.tensor(np.array(a), requires_grad=True) for k, a in params.items()}
         ref = torch.optim.Adafactor(list(tensors.values()), lr=0.02, weight_decay=0.1,

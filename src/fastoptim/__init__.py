@@ -16,6 +16,7 @@ from .course import (
     update_parameters_with_gd,
     update_parameters_with_momentum,
 )
+from ._validate import PerformanceWarning
 from ._config import get_num_threads, set_num_threads, show_config
 from . import schedules
 from .schedules import schedule_lr_decay, update_lr
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = sorted([
     "BACKEND",
+    "PerformanceWarning",
     "get_num_threads",
     "initialize_adam",
     "initialize_velocity",

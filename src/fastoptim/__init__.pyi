@@ -35,9 +35,13 @@ from .schedules import update_lr as update_lr
 
 BACKEND: str
 __version__: str
+
+class PerformanceWarning(RuntimeWarning): ...
+
 __all__ = [
     "BACKEND", "GD", "LAMB", "SGD", "Adafactor", "Adagrad", "Adam", "AdamW", "Adamax", "Lion",
     "Momentum", "Muon", "NAdam", "RAdam", "RMSprop", "ScheduleFreeAdamW", "ScheduleFreeSGD",
+    "PerformanceWarning",
     "get_num_threads", "initialize_adam", "initialize_velocity",
     "load_checkpoint", "random_mini_batches", "save_checkpoint", "schedule_lr_decay",
     "schedules", "set_num_threads", "show_config", "update_lr", "update_parameters_with_adam",

@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from . import _fallback
+from . import _validate as _check
 
 cnp.import_array()
 
@@ -675,10 +676,14 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
                         return tuple(st.scalars[j] for j in range(info.nscalars))
             finally:
                 _free(&c)
+    def checked():  # valid, and nothing written yet: say why the step is NumPy's
+        _check.warn_numpy_step(f"this {rule} step", _check.numpy_call_reason(
+            parameters, grads, states, state_names or _fallback.RULES[rule].states, t))
+
     return _fallback.update(rule, parameters, grads, states, t, learning_rate, hyper,
                             flags=flags, weight_decay=weight_decay, decay=decay,
                             grad_scale=grad_scale, scalars=scalars, names=names,
-                            state_names=state_names)
+                            state_names=state_names, checked=checked)
 
 
 cdef bint _states_match(RuleInfo *info, tuple states, unsigned f):

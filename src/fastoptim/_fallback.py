@@ -909,7 +909,7 @@ def check_settings(r, t, learning_rate, hyper, names, flags, decay, grad_scale, 
 
 def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
            weight_decay=0.0, decay=0, grad_scale=1.0, scalars=(), names=None,
-           state_names=None):
+           state_names=None, checked=None):
     """One step of `rule` over dicts of arrays, in place.
 
     states: one dict (or None, where the flags leave the slot out) per state
@@ -917,8 +917,9 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
     names, state_names: the caller's names for the hyperparameters and state
     dicts, in its messages (default: the rule's); weight_decay: one value or a
     dict by parameter key; decay: DECAY_L2 or DECAY_DECOUPLED (0: none).
-    Everything is checked before anything is written. Returns the new scalar
-    state (a tuple)."""
+    Everything is checked before anything is written; then checked(), if
+    given, is called (the compiled backend says there why the step runs
+    here). Returns the new scalar state (a tuple)."""
     r = RULES[rule]
     t, lr, h, sc, flags, gs = check_settings(r, t, learning_rate, hyper, names, flags, decay,
                                              grad_scale, scalars)
@@ -947,6 +948,8 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
         # a 16-bit parameter: float32 arithmetic and state, rounded to nearest
         storage = Storage(p=format_of(p.dtype)) if check.is_16bit(p.dtype) else None
         rows.append((p, g, s, 0.0 if wds is None else wds[i], storage))
+    if checked is not None:
+        checked()
     return apply(r, rows, t, lr, h, flags, decay, gs, sc)
 
 

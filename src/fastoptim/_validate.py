@@ -3,9 +3,13 @@
 Everything is checked before anything is written: a bad input raises an error
 that names the key or argument, and no array changes.
 """
+import bisect
 import math
 import numbers
 import operator
+import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -290,3 +294,132 @@ def weight_decays(parameters, value, name="weight_decay"):
         out.append(nonnegative(value[key], f"{name}[{key!r}]"))
     return out if any(out) else None
 
+
+# --- steps that the compiled backend hands to NumPy ----------------------------------
+
+class PerformanceWarning(RuntimeWarning):
+    """A step of the compiled backend ran in NumPy, not in C.
+
+    The step's arrays or arguments are ones the C path does not take: a
+    strided view, a gradient laid out otherwise than its parameter, another
+    dtype, a gradient that shares memory with an array the step writes, a
+    dict subclass. The result is the same, bit for bit; the step is slower.
+    The message names the array or argument and says why. It is issued at the
+    caller's line, so Python's default filter shows it once per line and
+    reason; ``warnings.simplefilter("error", fastoptim.PerformanceWarning)``
+    turns every such step into an error. The NumPy backend
+    (``FASTOPTIM_BACKEND=numpy``) does not issue it.
+    """
+
+    __module__ = "fastoptim"
+
+
+_C_DTYPES = "float32, float64, float16 and bfloat16"
+
+
+def _order(a):
+    return "C-ordered" if a.flags.c_contiguous else "Fortran-ordered"
+
+
+def _array_refusal(label, a, dtype, plabel=None, p=None):
+    """Why the compiled step does not take array `a` (None: it does): `dtype`
+    the dtype it needs, p its parameter (None for a parameter itself)."""
+    if not isinstance(a, np.ndarray):
+        return f"{label} is a {type(a).__name__}, not a numpy.ndarray"
+    if not a.dtype.isnative and a.dtype.newbyteorder("=") == dtype:
+        return f"{label} is byte-swapped ({a.dtype.str})"
+    if a.dtype != dtype:
+        if p is None:
+            return f"{label} is {a.dtype} (the C path takes {_C_DTYPES})"
+        return f"{label} is {a.dtype} and {plabel} {p.dtype}"
+    if not a.flags.aligned:
+        return f"{label} is not aligned to its dtype"
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        return f"{label} is not contiguous (a strided view)"
+    if p is not None and not (a.flags.c_contiguous if p.flags.c_contiguous
+                              else a.flags.f_contiguous):
+        return f"{label} is {_order(a)} and {plabel} {_order(p)}"
+    return None
+
+
+def numpy_step_reason(rows, *, one_dtype=False, written=None):
+    """Why the compiled step does not take a step's arrays: a phrase naming the
+    first array at fault, or None when none of these checks finds one.
+
+    rows: per parameter key, (its label, the parameter, [(label, array, needed
+    dtype or None), ...]) with the gradient first (None: the parameter's dtype,
+    or float32 for a 16-bit parameter, as the first such gradient decides);
+    one_dtype: one dtype for every parameter (the dict functions); written:
+    (starts, ends, labels) of the byte ranges the step writes, sorted by start
+    (None: the rows' own parameters and state)."""
+    first = None
+    grad_dtypes = {}
+    spans = []
+    for plabel, p, others in rows:
+        dtype = p.dtype if isinstance(p, np.ndarray) and (
+            p.dtype in (np.float32, np.float64) or is_16bit(p.dtype)) else np.float32
+        why = _array_refusal(plabel, p, dtype)
+        if why:
+            return why
+        if one_dtype:
+            if first is None:
+                first = (plabel, p)
+            elif p.dtype != first[1].dtype:
+                return (f"{plabel} is {p.dtype} and {first[0]} {first[1].dtype} "
+                        "(one call, one dtype)")
+        spans.append((plabel, p, True))
+        for j, (label, a, want) in enumerate(others):
+            if want is None:
+                if j == 0 and is_16bit(p.dtype) and isinstance(a, np.ndarray):
+                    want = grad_dtypes.setdefault(p.dtype, a.dtype if a.dtype == np.float32
+                                                  else p.dtype)
+                else:
+                    want = p.dtype
+            why = _array_refusal(label, a, want, plabel, p)
+            if why:
+                return why
+            spans.append((label, a, j > 0))
+    if written is None:
+        ranked = sorted((byte_bounds(a) + (label,) for label, a, w in spans if w and a.size),
+                        key=lambda s: s[0])
+        written = [s[0] for s in ranked], [s[1] for s in ranked], [s[2] for s in ranked]
+    starts, ends, labels = written
+    for label, a, _ in spans:
+        if a.size:  # the written ranges are disjoint: their ends are sorted too
+            lo, hi = byte_bounds(a)
+            j = bisect.bisect_right(starts, hi - 1) - 1
+            while j >= 0 and ends[j] > lo:
+                if labels[j] != label:
+                    return f"{label} shares memory with {labels[j]}, which the step writes"
+                j -= 1
+    return None
+
+
+def numpy_call_reason(parameters, grads, states, state_names, t):
+    """numpy_step_reason for a call of the dict functions (fastoptim._core.update's
+    arguments), which has checked them."""
+    names = state_names or [f"states[{j}]" for j in range(len(states))]
+    for name, d in (("parameters", parameters), ("grads", grads), *zip(names, states)):
+        if d is not None and type(d) is not dict:
+            return f"{name} is of type {type(d).__name__}, not dict"
+    if t > 2**62:
+        return "t is past 2**62"
+    rows = []
+    for k, p in parameters.items():
+        dk = "d" + k
+        rows.append((f"parameters[{k!r}]", p, [(f"grads[{dk!r}]", grads[dk], None)] + [
+            (f"{name}[{dk!r}]", d[dk], state_dtype(p.dtype))
+            for name, d in zip(names, states) if d is not None]))
+    return numpy_step_reason(rows, one_dtype=True)
+
+
+def warn_numpy_step(where, reason):
+    """Say that a step of the compiled backend ran in NumPy, and why."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2: the caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(
+        f"{where} ran in NumPy, not in C, because "
+        f"{reason or 'an input is one the C path does not take'}: the result is the same, "
+        "the step slower", PerformanceWarning, stacklevel=level)

@@ -302,14 +302,17 @@ class Optimizer(_backend.Stepper):
         """Hand the compiled step its arrays (the NumPy step keeps its own): every
         key's row, which keys the rule takes, the phase, the factored state."""
         takes = None if all(self._takes) else list(self._takes)
-        self._bind(self.declaration.rule, list(self._keys), self._rows, self._rule.unsigned,
-                   takes, self._phase is not None)
-        if any(f is not None for f in self._factors):
+        bound = self._bind(self.declaration.rule, list(self._keys), self._rows,
+                           self._rule.unsigned, takes, self._phase is not None)
+        if bound and any(f is not None for f in self._factors):
             views = [None if f is None else _factor_views(self._params[k], *f)
                      for k, f in zip(self._keys, self._factors)]
             if any(v is None and f is not None for v, f in zip(views, self._factors)) \
                     or not self._bind_factors(views):
+                bound = False
                 self._unbind()  # a layout the kernel does not take: every step in NumPy
+        # every step in NumPy because of the arrays (not _block, not a test's _unbind)
+        self._refused = not bound
 
     def _block(self, message):
         """Refuse to step (RuntimeError(message)) until _unblock(); nothing else changes."""
@@ -447,16 +450,19 @@ class Optimizer(_backend.Stepper):
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"the learning-rate schedule at step {t}: {exc}") from None
 
-    def _step_numpy(self, grads, t, lr):
+    def _step_numpy(self, grads, t, lr, warn=False):
         """The step in NumPy (the NumPy backend's, and the compiled backend's
         for gradients its fast path does not take): checks the gradients only
-        (the parameters and state are this object's own), then the same
-        norm, skip, scale and update as the compiled step."""
+        (the parameters and state are this object's own), then (warn) says
+        why the step is NumPy's, then the same norm, skip, scale and update as
+        the compiled step."""
         if self._superseded is not None:
             raise RuntimeError(self._superseded)
         if self._blocked is not None:
             raise RuntimeError(self._blocked)
         gs = self._checked_grads(grads)
+        if warn:
+            check.warn_numpy_step(f"{type(self).__name__}.step()", self._numpy_reason(grads, t))
         scale = 1.0
         if self._max_norm is not None or self._skip:
             norm, finite = _fallback.norm([[gs[i] for i in group] for group in self._groups])
@@ -490,6 +496,28 @@ class Optimizer(_backend.Stepper):
             self._scalars = new
         self._t = t
         return True
+
+    def _numpy_step(self, grads, t, lr):
+        """The compiled backend's step for what its C path does not take: the
+        NumPy step, then a PerformanceWarning that says why."""
+        return self._step_numpy(grads, t, lr, warn=self._compiled or self._refused
+                                or t > 2**62)
+
+    def _numpy_reason(self, grads, t):
+        if t > 2**62:
+            return "the step count is past 2**62"
+        if type(grads) is not dict:
+            return f"grads is of type {type(grads).__name__}, not dict"
+        labels = {id(a): f"parameters[{k!r}]" for k, a in self._params.items()}
+        labels.update((id(a), f"the state {name}[{k!r}]")
+                      for name, d in self._state.items() for k, a in d.items())
+        starts, ends, arrays = self._written
+        return (check.numpy_step_reason(
+            [(f"parameters[{k!r}]", self._params[k], [(f"grads['d{k}']", grads["d" + k], None)])
+             for k in self._keys],
+            written=(starts, ends, [labels[id(a)] for a in arrays]))
+            or (None if self._compiled else "its arrays are laid out in a way the C kernel "
+                "does not take"))
 
     def _checked_grads(self, grads):
         """The gradients in key order, each a plain array of its parameter's
