@@ -178,20 +178,6 @@ FO_INLINE vf sub_where_finite(vf x, vf b)
 FO_INLINE void fo_load16(int fmt, size_t n, float *restrict dst, const uint16_t *restrict src)
 {
     size_t i = 0;
-#if defined(__AVX512BW__)
-    if (fmt == FO_FMT_BF16) {  /* 32 at a time, one word permute per 16 (no shift) */
-        const __m512i lo = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0,
-                                            7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0, 1, 0, 0, 0);
-        const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
-        for (; i + 32 <= n; i += 32) {
-            const __m512i h = _mm512_loadu_si512((const void *)(src + i));
-            _mm512_storeu_si512((void *)(dst + i),
-                                _mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, lo, h));
-            _mm512_storeu_si512((void *)(dst + i + 16),
-                                _mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, hi, h));
-        }
-    }
-#endif
 #if defined(V)
     for (; i + V <= n; i += V)
         VF_STORE(dst + i, fmt == FO_FMT_F16 ? widen_f16(VH_LOAD(src + i))
