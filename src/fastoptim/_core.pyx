@@ -20,6 +20,7 @@ from libc.math cimport M_PI, cos, hypot, isfinite, pow, sqrt
 from libc.stdint cimport int64_t, uint16_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
+import functools
 import os
 
 import numpy as np
@@ -676,14 +677,19 @@ def update(rule, parameters, grads, states, t, learning_rate, hyper, *, flags=0,
                         return tuple(st.scalars[j] for j in range(info.nscalars))
             finally:
                 _free(&c)
-    def checked():  # valid, and nothing written yet: say why the step is NumPy's
-        _check.warn_numpy_step(f"this {rule} step", _check.numpy_call_reason(
-            parameters, grads, states, state_names or _fallback.RULES[rule].states, t))
-
+    # (no closure here: Cython would give every call, the fast ones too, a scope object)
     return _fallback.update(rule, parameters, grads, states, t, learning_rate, hyper,
                             flags=flags, weight_decay=weight_decay, decay=decay,
                             grad_scale=grad_scale, scalars=scalars, names=names,
-                            state_names=state_names, checked=checked)
+                            state_names=state_names, checked=functools.partial(
+                                _warn_numpy_call, rule, parameters, grads, states,
+                                state_names, t))
+
+
+def _warn_numpy_call(rule, parameters, grads, states, state_names, t):
+    """update's inputs are valid and nothing is written yet: say why its step is NumPy's."""
+    _check.warn_numpy_step(f"this {rule} step", _check.numpy_call_reason(
+        parameters, grads, states, state_names or _fallback.RULES[rule].states, t))
 
 
 cdef bint _states_match(RuleInfo *info, tuple states, unsigned f):
