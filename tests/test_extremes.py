@@ -292,6 +292,28 @@ def test_every_optimizer_steps_across_extreme_counts(case, t0):
     assert opt.t == t0 + 2
 
 
+@pytest.mark.parametrize("case", CONFIGS, ids=repr)
+def test_every_optimizer_steps_at_counts_past_float_range(case):
+    """A count restored past float64's range (10**400) steps as one at 2**64 + 7
+    does: every rule's count is capped at 2**64, where beta**t is long 0, and
+    nothing converts the count itself to a float (Adafactor's phase did:
+    OverflowError)."""
+    runs = []
+    for t0 in (2**64 + 7, 10**400):
+        params, grads = db.problem(np.float64, seed=3, steps=2)
+        opt = case.make(params)
+        sd = opt.state_dict()
+        sd["t"] = t0
+        opt.load_state_dict(sd)
+        for g in grads:
+            opt.step(g)
+        assert opt.t == t0 + 2
+        runs.append(params)
+    for k in runs[0]:
+        assert np.isfinite(runs[1][k]).all(), k
+        np.testing.assert_array_equal(runs[1][k], runs[0][k], err_msg=f"{case.id} {k}")
+
+
 # --- NaN through a running maximum (test database: every state kept as a max) ---------
 
 RUNNING_MAX = [(info, kwargs, name) for info in db.INFOS for kwargs, name in info.running_max]

@@ -15,8 +15,13 @@ from _helpers import assert_same_bits, examples
 from fastoptim import _fallback
 
 core = pytest.importorskip("fastoptim._core", reason="fuzzes the compiled extension")
-pytestmark = pytest.mark.skipif(fastoptim.BACKEND != "c",
-                                reason="compares the compiled backend with the NumPy twin")
+pytestmark = [
+    pytest.mark.skipif(fastoptim.BACKEND != "c",
+                       reason="compares the compiled backend with the NumPy twin"),
+    # hostile calls and gradients take the NumPy path on purpose: their
+    # PerformanceWarning is expected
+    pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning"),
+]
 SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 
 RULES = list(_fallback.RULES)
@@ -182,7 +187,6 @@ def test_norm_and_ceiling_take_anything(call):
         pass
 
 
-@pytest.mark.filterwarnings("ignore::fastoptim.PerformanceWarning")  # hostile: NumPy's steps
 @settings(max_examples=examples(100), **SETTINGS)
 @given(data=st.data())
 def test_object_step_against_the_numpy_step(data):
