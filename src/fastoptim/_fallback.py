@@ -809,10 +809,15 @@ def _silent(fn):
     return wrapper
 
 
+def capped_step(t):
+    """A step count capped at 2**64: beta**t is 0 long before that for any
+    beta < 1, and the cap keeps float(t) from overflowing."""
+    return min(t, 2**64)
+
+
 def _step(t):
-    """The validated step count, capped at 2**64: beta**t is 0 long before that
-    for any beta < 1, and the cap keeps float(t) from overflowing."""
-    return min(check.step(t), 2**64)
+    """The validated step count, capped (capped_step)."""
+    return capped_step(check.step(t))
 
 
 def scaled(g, grad_scale, dtype):
@@ -835,9 +840,7 @@ def apply(r, entries, t, lr, h, flags, decay, grad_scale, scalars):
     are widened before the rule and written back after it (elementwise rules
     only: the C driver stages no rule with a reduction or a factored state).
     Returns the new scalars."""
-    # beta**t is 0 long before t = 2**64 for any beta < 1, and the cap keeps
-    # float(t) from overflowing
-    t = min(t, 2**64)
+    t = capped_step(t)
     c, f, scalars = r.prepare(t, lr, h, flags, tuple(scalars))
     for p, g, s, wd, *more in entries:
         storage = more[0] if more else None

@@ -399,10 +399,10 @@ cdef class Stepper:
         # Counts past 2**62 (restored by load_state_dict) go to the NumPy step,
         # which takes any Python int.
         if self.rule < 0 or t > 2**62:
-            return self._numpy_step(grads, t, lr)
+            return self._step_numpy(grads, t, lr, True)
         done = self._run(grads, t, lr)
         if done < 0:
-            return self._numpy_step(grads, t, lr)
+            return self._step_numpy(grads, t, lr, True)
         if done:
             self._t = t
         return done == 1

@@ -238,6 +238,24 @@ def _overlaps(labelled):
     return shared_grads
 
 
+def byte_ranges(items):
+    """The byte ranges of the non-empty arrays of (array, tag) pairs, sorted by
+    start: (starts, ends, tags)."""
+    spans = sorted((byte_bounds(a) + (tag,) for a, tag in items if a.size),
+                   key=lambda s: s[0])
+    return [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
+
+
+def ranges_meeting(ranges, lo, hi):
+    """The indices, last first, of the byte ranges (byte_ranges' sorted and
+    disjoint ones, so their ends are sorted too) that meet [lo, hi)."""
+    starts, ends = ranges[0], ranges[1]
+    j = bisect.bisect_right(starts, hi - 1) - 1
+    while j >= 0 and ends[j] > lo:
+        yield j
+        j -= 1
+
+
 def _shares_memory(a, b):
     try:
         return np.shares_memory(a, b, max_work=100_000)
@@ -316,6 +334,10 @@ class PerformanceWarning(RuntimeWarning):
 
 _C_DTYPES = "float32, float64, float16 and bfloat16"
 
+# The compiled step's largest step count (its int64 arithmetic, with headroom);
+# later counts take the NumPy step, which takes any Python int.
+COMPILED_MAX_T = 2**62
+
 
 def _order(a):
     return "C-ordered" if a.flags.c_contiguous else "Fortran-ordered"
@@ -380,18 +402,13 @@ def numpy_step_reason(rows, *, one_dtype=False, written=None):
                 return why
             spans.append((label, a, j > 0))
     if written is None:
-        ranked = sorted((byte_bounds(a) + (label,) for label, a, w in spans if w and a.size),
-                        key=lambda s: s[0])
-        written = [s[0] for s in ranked], [s[1] for s in ranked], [s[2] for s in ranked]
-    starts, ends, labels = written
+        written = byte_ranges((a, label) for label, a, w in spans if w)
+    labels = written[2]
     for label, a, _ in spans:
-        if a.size:  # the written ranges are disjoint: their ends are sorted too
-            lo, hi = byte_bounds(a)
-            j = bisect.bisect_right(starts, hi - 1) - 1
-            while j >= 0 and ends[j] > lo:
+        if a.size:
+            for j in ranges_meeting(written, *byte_bounds(a)):
                 if labels[j] != label:
                     return f"{label} shares memory with {labels[j]}, which the step writes"
-                j -= 1
     return None
 
 
@@ -402,7 +419,7 @@ def numpy_call_reason(parameters, grads, states, state_names, t):
     for name, d in (("parameters", parameters), ("grads", grads), *zip(names, states)):
         if d is not None and type(d) is not dict:
             return f"{name} is of type {type(d).__name__}, not dict"
-    if t > 2**62:
+    if t > COMPILED_MAX_T:
         return "t is past 2**62"
     rows = []
     for k, p in parameters.items():

@@ -69,7 +69,6 @@ def elementwise(cls):
 CHUNK = _fallback._NORM_CHUNK   # csrc/kernels.h FO_NORM_CHUNK: the global norm's chunks
 _ALIGN = 64                     # bytes: every array and every slice on a cache line
 _CLIP_EPS = _base._CLIP_EPS
-_COMPILED_MAX_T = 2**62         # beyond this the compiled step hands over to _step_numpy
 _EMPTY = "\x00empty"            # the zero-size key of a rank optimizer that has no piece
 _ERRORS = {"KeyError": KeyError, "TypeError": TypeError, "ValueError": ValueError,
            "FileNotFoundError": FileNotFoundError}
@@ -625,7 +624,7 @@ class DataParallel:
 
     def _update(self):
         """The update of this rank's elements; False when skipped."""
-        fused = self._fused and self.t + 1 <= _COMPILED_MAX_T
+        fused = self._fused and self.t + 1 <= check.COMPILED_MAX_T
         if fused:
             for g, inner in zip(self._groups, self._inners):
                 inner.step(g.grads)

@@ -14,7 +14,6 @@ import numbers
 import textwrap
 import warnings
 import weakref
-from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -450,18 +449,19 @@ class Optimizer(_backend.Stepper):
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"the learning-rate schedule at step {t}: {exc}") from None
 
-    def _step_numpy(self, grads, t, lr, warn=False):
-        """The step in NumPy (the NumPy backend's, and the compiled backend's
-        for gradients its fast path does not take): checks the gradients only
-        (the parameters and state are this object's own), then (warn) says
-        why the step is NumPy's, then the same norm, skip, scale and update as
-        the compiled step."""
+    def _step_numpy(self, grads, t, lr, compiled=False):
+        """The step in NumPy (the NumPy backend's, and, `compiled`, the
+        compiled backend's for what its C path does not take): checks the
+        gradients only (the parameters and state are this object's own), then
+        (compiled) a PerformanceWarning that says why, unless the optimizer was
+        unbound on purpose (_block, a test's _unbind), then the same norm,
+        skip, scale and update as the compiled step."""
         if self._superseded is not None:
             raise RuntimeError(self._superseded)
         if self._blocked is not None:
             raise RuntimeError(self._blocked)
         gs = self._checked_grads(grads)
-        if warn:
+        if compiled and (self._compiled or self._refused or t > check.COMPILED_MAX_T):
             check.warn_numpy_step(f"{type(self).__name__}.step()", self._numpy_reason(grads, t))
         scale = 1.0
         if self._max_norm is not None or self._skip:
@@ -497,14 +497,8 @@ class Optimizer(_backend.Stepper):
         self._t = t
         return True
 
-    def _numpy_step(self, grads, t, lr):
-        """The compiled backend's step for what its C path does not take: the
-        NumPy step, then a PerformanceWarning that says why."""
-        return self._step_numpy(grads, t, lr, warn=self._compiled or self._refused
-                                or t > 2**62)
-
     def _numpy_reason(self, grads, t):
-        if t > 2**62:
+        if t > check.COMPILED_MAX_T:
             return "the step count is past 2**62"
         if type(grads) is not dict:
             return f"grads is of type {type(grads).__name__}, not dict"
@@ -539,13 +533,8 @@ class Optimizer(_backend.Stepper):
         return out
 
     def _overlaps_written(self, g):
-        lo, hi = check.byte_bounds(g)
-        j = bisect_right(self._written[0], hi - 1) - 1
-        while j >= 0 and self._written[1][j] > lo:
-            if check._shares_memory(g, self._written[2][j]):
-                return True
-            j -= 1
-        return False
+        return any(check._shares_memory(g, self._written[2][j])
+                   for j in check.ranges_meeting(self._written, *check.byte_bounds(g)))
 
     def _claim(self, arrays):
         """A parameter that lives in another optimizer's arena (a second
@@ -1499,6 +1488,4 @@ def _groups(params):
 
 def _written_spans(params, state):
     """The byte ranges a step writes, sorted by start: (starts, ends, arrays)."""
-    spans = sorted((check.byte_bounds(a) + (a,) for d in [params, *state.values()]
-                    for a in d.values() if a.size), key=lambda s: s[0])
-    return [s[0] for s in spans], [s[1] for s in spans], [s[2] for s in spans]
+    return check.byte_ranges((a, a) for d in [params, *state.values()] for a in d.values())

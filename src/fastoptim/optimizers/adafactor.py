@@ -107,8 +107,7 @@ class Adafactor(Optimizer):
     def _phase(self, grads, scale, t, lr):
         """The factored arrays' row and column means of g**2, into row_var and
         col_var, and each matrix's max(mean(row_var), epsilon1)."""
-        # the count capped as the rule caps it (_fallback.apply): float(t) stays finite
-        w = _fallback._pow(float(min(t, 2**64)), self._h["beta2_decay"])
+        w = _fallback._pow(float(_fallback.capped_step(t)), self._h["beta2_decay"])
         with np.errstate(all="ignore"):
             for k, g, factors in zip(self._keys, grads, self._factors):
                 p = self._params[k]
