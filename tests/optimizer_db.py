@@ -175,10 +175,7 @@ SHAPES = {"W1": (6, 5), "b1": (6, 1), "W2": (4, 6), "b2": (4, 1)}
 def params(dtype=np.float64, seed=0, shapes=SHAPES):
     """Parameters (W2 Fortran-ordered, as users' transposes give)."""
     rng = np.random.default_rng(seed)
-    out = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
-    if "W2" in out:
-        out["W2"] = np.asfortranarray(out["W2"])
-    return out
+    return in_db_layouts({k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()})
 
 
 def grads(dtype=np.float64, steps=5, seed=100, shapes=SHAPES):
@@ -186,14 +183,17 @@ def grads(dtype=np.float64, steps=5, seed=100, shapes=SHAPES):
     compiled backend's C path takes them (mixed layouts go to NumPy with a
     PerformanceWarning, and have tests of their own)."""
     rng = np.random.default_rng(seed)
-    return [like_params({"d" + k: rng.standard_normal(s).astype(dtype)
-                         for k, s in shapes.items()}) for _ in range(steps)]
+    return [in_db_layouts({"d" + k: rng.standard_normal(s).astype(dtype)
+                           for k, s in shapes.items()}) for _ in range(steps)]
 
 
-def like_params(grads):
-    if "dW2" in grads:
-        grads["dW2"] = np.asfortranarray(grads["dW2"])
-    return grads
+def in_db_layouts(d):
+    """The database's layouts, in place: W2 and its gradient dW2 Fortran-ordered
+    (as users' transposes give), the rest C-ordered."""
+    for k in ("W2", "dW2"):
+        if k in d:
+            d[k] = np.asfortranarray(d[k])
+    return d
 
 
 def copy(d):
@@ -242,9 +242,9 @@ def problem(dtype, seed, steps=STEPS, scale=1.0):
     parameters' layouts)."""
     rng = np.random.default_rng(seed)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
-    params["W2"] = np.asfortranarray(params["W2"])
-    grads = [like_params({"d" + k: (scale * rng.standard_normal(s)).astype(dtype)
-                          for k, s in SHAPES.items()}) for _ in range(steps)]
+    in_db_layouts(params)
+    grads = [in_db_layouts({"d" + k: (scale * rng.standard_normal(s)).astype(dtype)
+                            for k, s in SHAPES.items()}) for _ in range(steps)]
     return params, grads
 
 

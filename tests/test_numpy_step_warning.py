@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastoptim as fo
+import optimizer_db as db
 from _helpers import numpy_step
 
 COMPILED = fo.BACKEND == "c"
@@ -20,10 +21,6 @@ def problem(dtype=np.float32, seed=0):
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
     grads = {"d" + k: rng.standard_normal(s).astype(dtype) for k, s in SHAPES.items()}
     return params, grads
-
-
-def copies(d):
-    return {k: np.array(a) for k, a in d.items()}
 
 
 def fortran(a):
@@ -52,7 +49,7 @@ def test_course_adam_says_why_and_matches_the_fast_path(make):
     reason = next(r for _, m, r in SLOW_GRADS if m is make)
     params, grads = problem()
     v, s = fo.initialize_adam(params)
-    fast = copies(params), copies(v), copies(s)
+    fast = db.copy(params), db.copy(v), db.copy(s)
     fo.update_parameters_with_adam(fast[0], grads, fast[1], fast[2], 2, 0.01)
     slow_grads = dict(grads, dW2=make(grads["dW2"]))
     with numpy_step(reason) as record:
@@ -68,7 +65,7 @@ def test_course_adam_says_why_and_matches_the_fast_path(make):
 def test_optimizer_step_says_why_and_matches_the_fast_path(make):
     reason = next(r for _, m, r in SLOW_GRADS if m is make)
     params, grads = problem()
-    fast, slow = fo.AdamW(copies(params)), fo.AdamW(copies(params))
+    fast, slow = fo.AdamW(db.copy(params)), fo.AdamW(db.copy(params))
     fast.step(grads)
     with numpy_step(reason) as record:
         slow.step(dict(grads, dW2=make(grads["dW2"])))
@@ -95,7 +92,7 @@ def test_gradient_that_is_a_parameter_is_named():
 
 def test_dict_subclass_and_mixed_dtypes_are_named():
     params, grads = problem()
-    opt = fo.Adam(copies(params))
+    opt = fo.Adam(db.copy(params))
     with numpy_step("grads is of type OrderedDict, not dict"):
         opt.step(collections.OrderedDict(grads))
     p = dict(params, W2=params["W2"].astype(np.float64))
@@ -146,14 +143,14 @@ def test_an_error_filter_refuses_the_step_and_changes_nothing():
     v, s = fo.initialize_adam(params)
     opt = fo.Adam(problem()[0])
     slow = dict(grads, dW2=fortran(grads["dW2"]))
-    before = [copies(d) for d in (params, v, s, opt.parameters, *opt.state.values())]
+    before = [db.copy(d) for d in (params, v, s, opt.parameters, *opt.state.values())]
     with warnings.catch_warnings():
         warnings.simplefilter("error", fo.PerformanceWarning)
         with pytest.raises(fo.PerformanceWarning, match="Fortran-ordered"):
             fo.update_parameters_with_adam(params, slow, v, s, 1)
         with pytest.raises(fo.PerformanceWarning, match="Fortran-ordered"):
             opt.step(slow)
-    after = [copies(d) for d in (params, v, s, opt.parameters, *opt.state.values())]
+    after = [db.copy(d) for d in (params, v, s, opt.parameters, *opt.state.values())]
     for b, a in zip(before, after):
         for k in b:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
@@ -163,7 +160,7 @@ def test_an_error_filter_refuses_the_step_and_changes_nothing():
 def test_bad_input_raises_its_own_error_without_a_warning():
     """Invalid input is refused as before, with no PerformanceWarning first."""
     params, grads = problem()
-    opt = fo.Adam(copies(params))
+    opt = fo.Adam(db.copy(params))
     with warnings.catch_warnings():
         warnings.simplefilter("error", fo.PerformanceWarning)
         with pytest.raises(KeyError, match="dW2"):
